@@ -1,0 +1,312 @@
+"""The daemon's configuration: one TOML file, every key overridable by LORAD_* environment variables.
+
+Precedence: environment > TOML file > defaults. Unknown keys anywhere (nested tables included, and
+LORAD_* variables that name no key) are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_CONFIG_PATHS = (Path("/etc/lorad/lorad.toml"), Path("lorad.toml"))
+ENV_PREFIX = "LORAD_"
+
+# Phrases BLIP likes to invent (the guide names the first two); removed from generated captions.
+DEFAULT_CAPTION_REMOVE = [
+    "holding a remote control",
+    "with a microphone in (?:his|her|the) hand",
+    "holding a microphone",
+    "with a microphone",
+    "holding a cell phone",
+    "holding a toothbrush",
+    "holding a tennis racket",
+    "holding a wii controller",
+    "holding a banana",
+    "holding a hot dog",
+    "holding a knife",
+    "with a tie",
+    "arafed",
+    "araffe",
+    "arafly",
+    "there is",
+]
+
+
+class Section(BaseModel):
+    """A table of the configuration: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WatchSettings(Section):
+    settle_seconds: float = Field(10.0, ge=0, description="a folder must stay unchanged this long")
+    rescan_seconds: float = Field(30.0, gt=0, description="full rescan of the inbox this often")
+    mode: Literal["auto", "native", "poll"] = "auto"
+    poll_seconds: float = Field(2.0, gt=0, description="polling interval in poll mode")
+    ready_marker: str = ".lorad-ready"
+    ignore: list[str] = Field(default_factory=list, description="extra glob patterns to ignore")
+
+
+class PrepareSettings(Section):
+    min_side: int = Field(256, ge=1, description="refuse images whose short side is smaller")
+    max_side: int = Field(2048, ge=64, description="downscale images whose long side is larger")
+    max_pixels: int = Field(
+        178_956_970, ge=1, description="refuse images with more pixels (decompression bombs)"
+    )
+    min_images: int = Field(5, ge=1, description="refuse datasets with fewer images")
+    few_images: int = Field(10, ge=1, description="warn when there are this many or fewer")
+    max_images: int = Field(100, ge=1, description="warn when there are more")
+    blur_threshold: float = Field(
+        60.0, ge=0, description="Laplacian variance under which an image is called blurry"
+    )
+    blur_relative: float = Field(
+        0.2, ge=0, le=1, description="blurry when under this fraction of the dataset's median"
+    )
+    duplicate_distance: int = Field(
+        6, ge=0, le=64, description="perceptual-hash distance at or under which images match"
+    )
+    workers: int = Field(0, ge=0, description="conversion processes; 0 = one per core")
+    strict: bool = Field(False, description="warnings stop the job instead of only being reported")
+
+
+class CaptionSettings(Section):
+    enabled: bool = True
+    model: str = "Salesforce/blip-image-captioning-large"
+    device: str = Field("auto", description='"auto", "cpu", "cuda" or "cuda:N"')
+    num_beams: int = Field(9, ge=1, le=64)
+    min_length: int = Field(15, ge=0, le=512)
+    max_length: int = Field(75, ge=1, le=512)
+    batch_size: int = Field(4, ge=1, le=256)
+    no_repeat_ngram_size: int = Field(3, ge=0, le=16)
+    remove: list[str] = Field(default_factory=lambda: list(DEFAULT_CAPTION_REMOVE))
+    python: str = Field("", description="python for the captioning process; empty = lorad's own")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (
+            value.startswith("cuda:") and value[5:].isdigit()
+        ):
+            return value
+        raise ValueError('expected "auto", "cpu", "cuda" or "cuda:N" (N a GPU index)')
+
+    @model_validator(mode="after")
+    def _lengths(self) -> CaptionSettings:
+        if self.min_length > self.max_length:
+            raise ValueError(
+                f"min_length ({self.min_length}) is larger than max_length ({self.max_length})"
+            )
+        return self
+
+
+class KohyaSettings(Section):
+    sd_scripts: Path = Path("/opt/sd-scripts")
+    python: str = Field("", description="python of Kohya's environment; empty = <sd_scripts>/venv/bin/python")
+    accelerate: bool = True
+    mixed_precision: Literal["auto", "fp16", "bf16", "no"] = "auto"
+    max_attempts: int = Field(3, ge=1, le=20, description="tries for failures other than OOM")
+    stall_minutes: float = Field(30.0, gt=0, description="kill a run silent this long")
+    stop_grace_seconds: float = Field(
+        90.0, ge=0, description="on cancel or shutdown, wait this long after SIGTERM"
+    )
+    tokenizer_cache_dir: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for Kohya")
+    preset: Path | None = Field(None, description="a kohya_ss GUI JSON applied to every job")
+
+    def python_path(self) -> str:
+        return self.python or str(self.sd_scripts / "venv" / "bin" / "python")
+
+
+class ModelSettings(Section):
+    path: str = Field(description="a .safetensors/.ckpt file, a diffusers folder or a hub name")
+    family: Literal["sd15", "sdxl"]
+    preset: Path | None = Field(None, description="a kohya_ss GUI JSON for this base model")
+
+
+class NotifySettings(Section):
+    urls: list[str] = Field(default_factory=list)
+    config: Path | None = None
+    events: list[Literal["accepted", "rejected", "failed", "done"]] = Field(
+        default_factory=lambda: ["rejected", "failed", "done"]
+    )
+    retry_seconds: list[float] = Field(
+        default_factory=lambda: [30.0, 120.0, 600.0, 3600.0],
+        description="waits between tries of a failed notification",
+    )
+    timeout_seconds: float = Field(30.0, gt=0)
+
+
+class DeliverSettings(Section):
+    copy_to: list[Path] = Field(
+        default_factory=list, description="folders that also get the final LoRA"
+    )
+
+
+class Settings(BaseSettings):
+    """Everything the daemon reads from lorad.toml (and LORAD_* variables)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    inbox: Path
+    outbox: Path
+    state_dir: Path
+    failed: Path | None = None
+    default_model: str = "sd15"
+    gpus: list[int] = Field(default_factory=lambda: [0])
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    prepare: PrepareSettings = Field(default_factory=PrepareSettings)
+    caption: CaptionSettings = Field(default_factory=CaptionSettings)
+    kohya: KohyaSettings = Field(default_factory=KohyaSettings)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    deliver: DeliverSettings = Field(default_factory=DeliverSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("list at least one GPU index, e.g. gpus = [0]")
+        if len(set(value)) != len(value) or min(value) < 0:
+            raise ValueError("GPU indexes must be distinct and not negative")
+        return value
+
+    @model_validator(mode="after")
+    def _paths(self) -> Settings:
+        if self.failed is None:
+            self.failed = self.state_dir / "failed"
+        if self.default_model not in self.models and self.models:
+            raise ValueError(
+                f"default_model {self.default_model!r} is not one of the [models] tables "
+                f"({', '.join(sorted(self.models))})"
+            )
+        check_overlaps(self)
+        return self
+
+    # Paths the daemon derives from the configuration.
+    @property
+    def failed_dir(self) -> Path:
+        assert self.failed is not None
+        return self.failed
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "lorad.db"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.state_dir / "work"
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.work_dir / f"{job_id:06d}"
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def check_overlaps(settings: Settings) -> None:
+    """Refuse folder layouts where lorad would take its own output as new input (or worse)."""
+    inbox = settings.inbox
+    named = {"outbox": settings.outbox, "state_dir": settings.state_dir, "failed": settings.failed}
+    for key, path in named.items():
+        assert path is not None
+        if _inside(path, inbox):
+            raise ValueError(
+                f"{key} ({path}) is inside the inbox ({inbox}): lorad would take its own files "
+                "as new subject folders; put it outside the inbox"
+            )
+        if _inside(inbox, path):
+            raise ValueError(
+                f"the inbox ({inbox}) is inside {key} ({path}); give the inbox a folder of its own"
+            )
+    if _inside(settings.outbox, settings.state_dir) or _inside(settings.state_dir, settings.outbox):
+        raise ValueError(
+            f"outbox ({settings.outbox}) and state_dir ({settings.state_dir}) overlap; "
+            "keep them apart so that cleaning one never touches the other"
+        )
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+
+def find_config(path: Path | None) -> Path | None:
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such configuration file")
+        return path
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _known_env_names() -> set[str]:
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def _check_env() -> None:
+    known = _known_env_names()
+    for name in os.environ:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        top = name.upper().split("__", 1)[0]
+        if top not in known:
+            raise ConfigError(
+                f"environment variable {name}: no configuration key {name[len(ENV_PREFIX):].lower()!r}"
+                " (unset it, or check the spelling against README's configuration keys)"
+            )
+
+
+def describe_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key {key!r}; remove it or check its spelling")
+        elif item["type"] == "missing":
+            env = ENV_PREFIX + key.upper().replace(".", "__")
+            lines.append(f"{source}: {key!r} is required (set it in the file or as {env})")
+        else:
+            value = item.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the configuration (the given file, else /etc/lorad/lorad.toml, else ./lorad.toml)."""
+    config_path = find_config(path)
+    _check_env()
+    source = str(config_path) if config_path else "configuration (no lorad.toml found)"
+    cls = type(
+        "FileSettings",
+        (Settings,),
+        {"model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": config_path})},
+    )
+    try:
+        settings = cls(**overrides)
+    except ValidationError as error:
+        raise ConfigError(describe_errors(error, source)) from None
+    except ValueError as error:  # TOML syntax
+        raise ConfigError(f"{source}: {error}") from None
+    return settings

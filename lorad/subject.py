@@ -1,0 +1,273 @@
+"""lora.toml: the optional per-subject settings dropped with the photos, and their rules.
+
+Every value a subject folder can set is typed and bounded here. Nothing in it reaches Kohya's command
+line except through these fields: no free-form argument strings, no paths.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import unicodedata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lorad.settings import Settings
+
+SUBJECT_FILE = "lora.toml"
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_]{3,40}$")
+TOKEN_RULE = "3 to 40 characters, only letters A-Z/a-z, digits and underscores"
+DEFAULT_EPOCHS = 6
+
+# The optimizers and schedulers Kohya's train_network.py accepts by name.
+OPTIMIZERS = (
+    "AdamW",
+    "AdamW8bit",
+    "PagedAdamW",
+    "PagedAdamW8bit",
+    "PagedAdamW32bit",
+    "Lion",
+    "Lion8bit",
+    "PagedLion8bit",
+    "SGDNesterov",
+    "SGDNesterov8bit",
+    "DAdaptation",
+    "DAdaptAdam",
+    "DAdaptAdaGrad",
+    "DAdaptAdan",
+    "DAdaptAdanIP",
+    "DAdaptLion",
+    "DAdaptSGD",
+    "AdaFactor",
+    "Prodigy",
+)
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "adafactor",
+)
+
+
+class SubjectError(Exception):
+    """A subject folder's settings cannot be used: the message names the file, the key and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TrainOverrides(Strict):
+    """[train] in lora.toml: the training settings a subject may change, each typed and bounded."""
+
+    epochs: int | None = Field(None, ge=1, le=200)
+    network_dim: int | None = Field(None, ge=1, le=1024)
+    network_alpha: float | None = Field(None, gt=0, le=1024)
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    unet_lr: float | None = Field(None, gt=0, le=1)
+    text_encoder_lr: float | None = Field(None, ge=0, le=1)
+    optimizer_type: Literal[OPTIMIZERS] | None = None  # type: ignore[valid-type]
+    weight_decay: float | None = Field(None, ge=0, le=1)
+    lr_scheduler: Literal[SCHEDULERS] | None = None  # type: ignore[valid-type]
+    lr_scheduler_num_cycles: int | None = Field(None, ge=1, le=100)
+    lr_warmup_steps: int | None = Field(None, ge=0, le=1_000_000)
+    train_batch_size: int | None = Field(None, ge=1, le=64)
+    resolution: int | None = Field(None, ge=256, le=2048, multiple_of=64)
+    min_snr_gamma: float | None = Field(None, ge=0, le=20)
+    clip_skip: int | None = Field(None, ge=1, le=12)
+    keep_tokens: int | None = Field(None, ge=0, le=75)
+    shuffle_caption: bool | None = None
+    flip_aug: bool | None = None
+    mixed_precision: Literal["auto", "fp16", "bf16", "no"] | None = None
+    gradient_checkpointing: bool | None = None
+    cache_latents: bool | None = None
+    cache_latents_to_disk: bool | None = None
+    sample_every_n_steps: int | None = Field(None, ge=0, le=1_000_000)
+    sample_every_n_epochs: int | None = Field(None, ge=0, le=1000)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _floats_from_ints(cls, data: Any) -> Any:
+        # TOML writes 16 for a float field as an integer; accept it (strict mode would not).
+        if isinstance(data, dict):
+            floats = {n for n, f in cls.model_fields.items() if f.annotation in (float | None,)}
+            return {
+                k: float(v) if k in floats and type(v) is int else v for k, v in data.items()
+            }
+        return data
+
+    def set_values(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class CaptionOverrides(Strict):
+    enabled: bool | None = None
+
+
+class SubjectSettings(Strict):
+    """A subject's settings after defaults are filled in (token, model) and checked."""
+
+    token: str | None = None
+    model: str | None = None
+    epochs: int | None = Field(None, ge=1, le=200)
+    repeats: int | None = Field(None, ge=1, le=10_000)
+    sample_prompts: list[str] | None = Field(None, min_length=1, max_length=16)
+    caption_prefix: str | None = Field(None, max_length=200)
+    caption: CaptionOverrides = Field(default_factory=CaptionOverrides)
+    strict: bool | None = None
+    allow_duplicate: bool = False
+    notify_tags: list[str] = Field(default_factory=list, max_length=16)
+    train: TrainOverrides = Field(default_factory=TrainOverrides)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and not TOKEN_RE.fullmatch(value):
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise ValueError(f"{shown!r} is not a usable token: use {TOKEN_RULE}")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        if value is not None and (
+            "/" in value or "\\" in value or value.startswith(".") or len(value) > 64
+        ):
+            raise ValueError(
+                f"{value[:80]!r} looks like a path; give the name of one of the daemon's "
+                "[models] tables instead"
+            )
+        return value
+
+    @field_validator("sample_prompts")
+    @classmethod
+    def _prompts(cls, value: list[str] | None) -> list[str] | None:
+        for prompt in value or []:
+            if not prompt.strip() or len(prompt) > 500:
+                raise ValueError("each prompt must be 1 to 500 characters")
+            if "\n" in prompt or "\r" in prompt:
+                raise ValueError("a prompt must be one line")
+            if re.search(r"(^|\s)--", prompt):
+                raise ValueError(
+                    f"{prompt[:80]!r} has a '--' option; write only the prompt text "
+                    "(lorad sets size, seed, steps and sampler itself)"
+                )
+        return value
+
+    @field_validator("notify_tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", tag):
+                raise ValueError(f"tag {tag[:60]!r}: use up to 40 letters, digits, '_', '.', '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_epochs(self) -> SubjectSettings:
+        if self.train.epochs is not None:
+            if self.epochs is not None and self.epochs != self.train.epochs:
+                raise ValueError(
+                    f"epochs is set twice, to {self.epochs} and [train] epochs = "
+                    f"{self.train.epochs}; keep one"
+                )
+            self.epochs = self.train.epochs
+            self.train.epochs = None
+        return self
+
+    # Values with their defaults applied (the caller has filled token and model).
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs or DEFAULT_EPOCHS
+
+    @property
+    def prefix(self) -> str:
+        assert self.token
+        return self.caption_prefix if self.caption_prefix is not None else f"{self.token}, "
+
+    def prompts(self) -> list[str]:
+        assert self.token
+        prompts = self.sample_prompts or ["photo of {token}"]
+        return [p.replace("{token}", self.token) for p in prompts]
+
+    def repeats_for(self, image_count: int) -> int:
+        return self.repeats or max(1, 400 // max(1, image_count))
+
+
+def token_from_name(name: str) -> str | None:
+    """A token derived from a folder name ("Silvio Santos" -> "silvio_santos"), or None."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    token = re.sub(r"[^A-Za-z0-9]+", "_", ascii_name).strip("_").lower()[:40].rstrip("_")
+    return token if TOKEN_RE.fullmatch(token) else None
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"] if not isinstance(p, int)) or "(file)"
+        if item["type"] == "extra_forbidden":
+            where = key.rsplit(".", 1)
+            table = f"[{where[0]}]" if len(where) == 2 else "the top level"
+            allowed = _allowed_keys(where[0] if len(where) == 2 else "")
+            lines.append(
+                f"{path}: unknown key {key!r} in {table}; allowed keys: {', '.join(allowed)}"
+            )
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        got = "" if isinstance(value, dict | list) else f" (got {value!r:.80})"
+        lines.append(f"{path}: {key}: {message}{got}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(table: str) -> list[str]:
+    model: type[BaseModel] = {"train": TrainOverrides, "caption": CaptionOverrides}.get(
+        table, SubjectSettings
+    )
+    return sorted(model.model_fields)
+
+
+def load_subject(folder: Path, settings: Settings, name: str | None = None) -> SubjectSettings:
+    """Read <folder>/lora.toml (if any), fill in the token and the model, check both."""
+    path = folder / SUBJECT_FILE
+    data: dict[str, Any] = {}
+    if path.is_symlink():
+        raise SubjectError(f"{path}: is a symbolic link; put the settings file itself in the folder")
+    if path.is_file():
+        try:
+            raw = path.read_bytes()
+            if len(raw) > 64 * 1024:
+                raise SubjectError(f"{path}: {len(raw)} bytes is too large for a settings file")
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SubjectError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+        except tomllib.TOMLDecodeError as error:
+            raise SubjectError(f"{path}: not valid TOML: {error}") from None
+    try:
+        subject = SubjectSettings.model_validate(data)
+    except ValidationError as error:
+        raise SubjectError(_describe(error, path)) from None
+    folder_name = name or folder.name
+    if subject.token is None:
+        derived = token_from_name(folder_name)
+        if derived is None:
+            raise SubjectError(
+                f"{path}: no token given, and none can be made from the folder name "
+                f"{folder_name!r}; set token = \"...\" ({TOKEN_RULE})"
+            )
+        subject.token = derived
+    if subject.model is None:
+        subject.model = settings.default_model
+    if subject.model not in settings.models:
+        known = ", ".join(sorted(settings.models)) or "none are configured"
+        raise SubjectError(
+            f"{path}: model {subject.model!r} is not a base model of this daemon "
+            f"(known: {known}); use one of those names or add a [models.{subject.model}] table "
+            "to lorad.toml"
+        )
+    return subject
