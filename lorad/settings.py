@@ -1,4 +1,4 @@
-"""The daemon's configuration: one TOML file, every key overridable by LORAD_* environment variables.
+"""The daemon's configuration: one TOML file; every key can be overridden by LORAD_* variables.
 
 Precedence: environment > TOML file > defaults. Unknown keys anywhere (nested tables included, and
 LORAD_* variables that name no key) are errors that name the key.
@@ -106,7 +106,9 @@ class CaptionSettings(Section):
 
 class KohyaSettings(Section):
     sd_scripts: Path = Path("/opt/sd-scripts")
-    python: str = Field("", description="python of Kohya's environment; empty = <sd_scripts>/venv/bin/python")
+    python: str = Field(
+        "", description="python of Kohya's environment; empty = <sd_scripts>/venv/bin/python"
+    )
     accelerate: bool = True
     mixed_precision: Literal["auto", "fp16", "bf16", "no"] = "auto"
     max_attempts: int = Field(3, ge=1, le=20, description="tries for failures other than OOM")
@@ -271,8 +273,9 @@ def _check_env() -> None:
         top = name.upper().split("__", 1)[0]
         if top not in known:
             raise ConfigError(
-                f"environment variable {name}: no configuration key {name[len(ENV_PREFIX):].lower()!r}"
-                " (unset it, or check the spelling against README's configuration keys)"
+                f"environment variable {name}: no configuration key "
+                f"{name[len(ENV_PREFIX):].lower()!r} (unset it, or check the spelling against "
+                "README's configuration keys)"
             )
 
 

@@ -1,7 +1,7 @@
 """lora.toml: the optional per-subject settings dropped with the photos, and their rules.
 
-Every value a subject folder can set is typed and bounded here. Nothing in it reaches Kohya's command
-line except through these fields: no free-form argument strings, no paths.
+Every value a subject folder can set is typed and bounded here. Nothing in it reaches Kohya's
+command line except through these fields: no free-form argument strings, no paths.
 """
 
 from __future__ import annotations
@@ -232,12 +232,12 @@ def _allowed_keys(table: str) -> list[str]:
     return sorted(model.model_fields)
 
 
-def load_subject(folder: Path, settings: Settings, name: str | None = None) -> SubjectSettings:
-    """Read <folder>/lora.toml (if any), fill in the token and the model, check both."""
+def read_subject_file(folder: Path) -> SubjectSettings:
+    """<folder>/lora.toml as written (defaults not filled in); an empty one if there is none."""
     path = folder / SUBJECT_FILE
     data: dict[str, Any] = {}
     if path.is_symlink():
-        raise SubjectError(f"{path}: is a symbolic link; put the settings file itself in the folder")
+        raise SubjectError(f"{path}: is a symbolic link; put the settings file itself there")
     if path.is_file():
         try:
             raw = path.read_bytes()
@@ -249,10 +249,12 @@ def load_subject(folder: Path, settings: Settings, name: str | None = None) -> S
         except tomllib.TOMLDecodeError as error:
             raise SubjectError(f"{path}: not valid TOML: {error}") from None
     try:
-        subject = SubjectSettings.model_validate(data)
+        return SubjectSettings.model_validate(data)
     except ValidationError as error:
         raise SubjectError(_describe(error, path)) from None
-    folder_name = name or folder.name
+
+
+def fill_token(subject: SubjectSettings, folder_name: str, path: Path) -> None:
     if subject.token is None:
         derived = token_from_name(folder_name)
         if derived is None:
@@ -261,13 +263,22 @@ def load_subject(folder: Path, settings: Settings, name: str | None = None) -> S
                 f"{folder_name!r}; set token = \"...\" ({TOKEN_RULE})"
             )
         subject.token = derived
+
+
+def load_subject(folder: Path, settings: Settings, name: str | None = None) -> SubjectSettings:
+    """Read <folder>/lora.toml (if any), fill in the token and the model, check both."""
+    path = folder / SUBJECT_FILE
+    subject = read_subject_file(folder)
+    fill_token(subject, name or folder.name, path)
     if subject.model is None:
         subject.model = settings.default_model
+        where = f"the daemon's default_model ({settings.default_model!r})"
+    else:
+        where = f"{path}: model {subject.model!r}"
     if subject.model not in settings.models:
         known = ", ".join(sorted(settings.models)) or "none are configured"
         raise SubjectError(
-            f"{path}: model {subject.model!r} is not a base model of this daemon "
-            f"(known: {known}); use one of those names or add a [models.{subject.model}] table "
-            "to lorad.toml"
+            f"{where} is not a base model of this daemon (known: {known}); use one of those "
+            f"names or add a [models.{subject.model}] table to lorad.toml"
         )
     return subject

@@ -1,0 +1,91 @@
+"""Child processes (trainers, captioners): started in their own process group, recorded in the
+store, stopped as a group, and reaped after a daemon crash so that no orphan keeps the GPU."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from lorad.logs import log
+from lorad.store import Store
+
+# Variables that belong to the daemon's own contract with systemd, never to its children.
+PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+               "LISTEN_FDNAMES")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (tells a pid apart from its reuse)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def spawn(store: Store, kind: str, job_ids: list[int], argv: list[str], **kwargs: Any
+          ) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    started = start_time(proc.pid)
+    if started is not None:
+        store.add_child(proc.pid, started, kind, job_ids)
+    return proc
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the whole group, SIGKILL after `grace` seconds; waits for the leader."""
+    signal_group(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    if group_alive(proc.pid):
+        signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def forget(store: Store, proc: subprocess.Popen) -> None:
+    if group_alive(proc.pid):
+        signal_group(proc.pid, signal.SIGKILL)
+    store.remove_child(proc.pid)
+
+
+def reap_orphans(store: Store) -> None:
+    """Kill the process groups a crashed daemon left behind (their leader is verified)."""
+    for child in store.children():
+        pgid = child["pgid"]
+        leader_alive = start_time(pgid) == child["started"]
+        if leader_alive or group_alive(pgid) and start_time(pgid) is None:
+            log.warning("stopping the %s process group %d left by a previous run", child["kind"],
+                        pgid)
+            signal_group(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            signal_group(pgid, signal.SIGKILL)
+        store.remove_child(pgid)

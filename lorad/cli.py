@@ -1,0 +1,354 @@
+"""The `lorad` command: parsing and printing only; the work is done by the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from lorad import actions
+from lorad.followup import RequestError
+from lorad.settings import ConfigError, Settings, load_settings
+from lorad.store import Job, JobNotFound, Store
+
+console = Console()
+err = Console(stderr=True)
+
+
+class Env:
+    def __init__(self, config: Path | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config)
+            except ConfigError as error:
+                fail(str(error))
+        return self._settings
+
+    def store(self) -> Store:
+        return Store(self.settings.db_path)
+
+    def job(self, ref: str) -> tuple[Store, Job]:
+        store = self.store()
+        try:
+            return store, store.find(ref)
+        except JobNotFound as error:
+            fail(str(error))
+
+
+def fail(message: str, code: int = 1) -> Any:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    sys.exit(code)
+
+
+pass_env = click.make_pass_decorator(Env)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", type=click.Path(path_type=Path), default=None,
+              help="lorad.toml (default: /etc/lorad/lorad.toml, else ./lorad.toml)")
+@click.version_option(package_name="lorad")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """lorad: a folder of photos in, a trained LoRA out."""
+    ctx.obj = Env(config)
+
+
+@main.command()
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+              default=None, help="overrides log_level of the configuration")
+@pass_env
+def run(env: Env, log_level: str | None) -> None:
+    """Run the daemon in the foreground (logs go to stderr)."""
+    from lorad import logs
+    from lorad.daemon import Daemon
+    from lorad.pidlock import AlreadyRunning
+
+    settings = env.settings
+    logs.setup(log_level or settings.log_level)
+    try:
+        sys.exit(Daemon(settings, env.config).run())
+    except AlreadyRunning as error:
+        fail(str(error))
+
+
+# ---- looking at jobs --------------------------------------------------------------------
+def age(job: Job) -> str:
+    seconds = int(time.time() - job.created_at)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "name": job.name, "token": job.token, "model": job.model,
+            "kind": job.kind, "parent": job.parent_id, "state": job.state, "stage": job.stage,
+            "progress": round(job.progress, 4), "progress_text": job.progress_text,
+            "age_seconds": round(time.time() - job.created_at, 1), "error": job.error,
+            "outbox": job.outbox_dir}
+
+
+def status_table(jobs: list[Job]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "TOKEN", "STATE", "STAGE", "PROGRESS", "", "AGE"):
+        table.add_column(column, no_wrap=column != "")
+    colours = {"done": "green", "failed": "red", "rejected": "red", "cancelled": "yellow"}
+    for job in jobs:
+        state = f"[{colours.get(job.state, 'cyan')}]{job.state}[/]"
+        running = job.state not in ("queued", "done", "failed", "rejected", "cancelled")
+        bar: Any = ProgressBar(total=1.0, completed=job.progress, width=20) if running else ""
+        detail = job.error.splitlines()[0] if job.error else job.progress_text
+        table.add_row(str(job.id), job.token or job.name, state, job.stage, bar, detail, age(job))
+    return table
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+@click.option("--watch", "-w", is_flag=True, help="keep refreshing (Ctrl-C to leave)")
+@pass_env
+def status(env: Env, as_json: bool, watch: bool) -> None:
+    """Every job: id, token, state, stage, progress, age."""
+    settings = env.settings
+    if not settings.db_path.exists():
+        if as_json:
+            click.echo("[]")
+        else:
+            console.print(f"no jobs yet (no database at {settings.db_path})")
+        return
+    store = env.store()
+    if as_json:
+        click.echo(json.dumps([job_summary(j) for j in store.jobs()], indent=2))
+        return
+    if not watch:
+        console.print(status_table(store.jobs()))
+        return
+    with Live(status_table(store.jobs()), console=console, refresh_per_second=1) as live:
+        try:
+            while True:
+                time.sleep(2)
+                live.update(status_table(store.jobs()))
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+def show(env: Env, job: str, as_json: bool) -> None:
+    """One job in full: settings, training, events, notifications."""
+    store, found = env.job(job)
+    events = store.events(found.id)
+    notes = store.notifications(found.id)  # targets are kept as Apprise privacy URLs only
+    if as_json:
+        data = {**found.as_dict(), "events": [e.__dict__ for e in events],
+                "notifications": notes}
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    lines = [f"[bold]job {found.id}[/bold] {found.name}  ({found.kind})",
+             f"  token {found.token}  model {found.model}  state {found.state}  stage "
+             f"{found.stage}",
+             f"  progress {found.progress:.0%} {found.progress_text}"]
+    if found.error:
+        lines.append(f"  [red]error[/red] {found.error}")
+    for label, value in (("work", found.work_dir), ("outbox", found.outbox_dir),
+                         ("failed", found.options.get("failed_path"))):
+        if value:
+            lines.append(f"  {label} {value}")
+    train = found.train
+    if train.get("runs"):
+        lines.append(f"  training: {len(train['runs'])} run(s), epochs up to {train['target']}")
+    if train.get("ladder"):
+        lines.append(f"  memory ladder: {', '.join(train['ladder'])}")
+    lines.append("[bold]events[/bold]")
+    for event in events[-40:]:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
+        lines.append(f"  {stamp} {event.level:7} {event.message}")
+    for note in notes:
+        lines.append(f"  notification {note['event']}: {note['state']} "
+                     f"({note['attempts']} tries) {', '.join(note['targets'])}")
+    console.print("\n".join(lines), highlight=False)
+
+
+@main.command()
+@click.argument("job")
+@pass_env
+def command(env: Env, job: str) -> None:
+    """The exact training command of a job, one argument a line."""
+    from lorad.context import Context
+    from lorad.errors import StageFailed
+    from lorad.stages.train import preview_command
+
+    store, found = env.job(job)
+    if not found.token or not found.settings.get("token"):
+        fail(f"job {found.id} has not been prepared yet; its command is not known")
+    try:
+        argv = preview_command(Context(env.settings, store), found)
+    except StageFailed as error:
+        fail(str(error))
+    click.echo("\n".join(argv))
+
+
+@main.command()
+@click.argument("job")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new lines until the job ends")
+@click.option("--lines", "-n", type=int, default=0, help="only the last N lines")
+@pass_env
+def logs(env: Env, job: str, follow: bool, lines: int) -> None:
+    """Print a job's train.log (the trainer's output)."""
+    from lorad.workspace import JobPaths
+
+    store, found = env.job(job)
+    path = JobPaths.of(env.settings, found).train_log
+    if not path.exists() and not follow:
+        fail(f"job {found.id} has no training log yet ({path}); lorad show {found.id} lists its "
+             "events")
+    position = 0
+    if path.exists():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        shown = text.splitlines()[-lines:] if lines else text.splitlines()
+        if shown:
+            click.echo("\n".join(shown))
+        position = len(text.encode("utf-8"))
+    while follow:
+        if path.exists() and path.stat().st_size > position:
+            with open(path, "rb") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+            position += len(chunk)
+            click.echo(chunk.decode("utf-8", errors="replace"), nl=False)
+        elif store.get(found.id).is_final:
+            break
+        time.sleep(0.5)
+
+
+# ---- acting on jobs ---------------------------------------------------------------------
+def _act(env: Env, ref: str, action: Any, done: str) -> None:
+    store, found = env.job(ref)
+    try:
+        job = action(store, found)
+    except RequestError as error:
+        fail(str(error))
+    console.print(done.format(job=job), highlight=False)
+
+
+@main.command()
+@click.argument("job")
+@pass_env
+def retry(env: Env, job: str) -> None:
+    """Run a failed job again from the stage it failed in."""
+    _act(env, job, actions.retry, "job {job.id} queued again at the {job.stage} stage")
+
+
+@main.command()
+@click.argument("job")
+@pass_env
+def cancel(env: Env, job: str) -> None:
+    """Stop a job (a running training gets SIGTERM, then SIGKILL)."""
+    _act(env, job, actions.cancel, "job {job.id}: {job.state}"
+         " (a running stage stops within seconds; finished epochs are kept)")
+
+
+@main.command()
+@click.argument("job")
+@pass_env
+def recaption(env: Env, job: str) -> None:
+    """Caption a job's images again with the current settings."""
+    _act(env, job, actions.recaption, "job {job.id} queued for captioning")
+
+
+@main.command()
+@click.argument("job")
+@click.option("--epochs", type=int, required=True, help="how many more epochs")
+@click.option("--from", "from_epoch", type=int, default=None,
+              help="start from this epoch (default: the newest)")
+@pass_env
+def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
+    """Train an undertrained LoRA for more epochs (results land in the same outbox folder)."""
+    from lorad.context import Context
+    from lorad.followup import resume as queue_resume
+
+    store, found = env.job(job)
+    try:
+        child = queue_resume(Context(env.settings, store), found, epochs, from_epoch)
+    except RequestError as error:
+        fail(str(error))
+    start = child.train["start_epoch"]
+    console.print(f"job {child.id} queued: epochs {start + 1} to {child.train['target']} of "
+                  f"{child.token}, from epoch {start}", highlight=False)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--epoch", type=int, required=True, help="the epoch to use")
+@pass_env
+def pick(env: Env, job: str, epoch: int) -> None:
+    """Make an earlier epoch the LoRA (<token>.safetensors and the copy_to folders)."""
+    from lorad.context import Context
+    from lorad.followup import pick as pick_epoch
+
+    store, found = env.job(job)
+    try:
+        final = pick_epoch(Context(env.settings, store), found, epoch)
+    except RequestError as error:
+        fail(str(error))
+    console.print(f"epoch {epoch} is now {final}", highlight=False)
+
+
+# ---- without the daemon -----------------------------------------------------------------
+@main.command()
+@click.argument("subject_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="where the dataset is written")
+@click.option("--token", default=None, help="the LoRA token (default: lora.toml, else the "
+                                            "folder name)")
+@click.option("--no-caption", is_flag=True, help="skip BLIP (user captions are still used)")
+@click.option("--zip", "make_zip", is_flag=True, help="also write dataset.zip for hosted "
+                                                       "trainers")
+@pass_env
+def prepare(env: Env, subject_dir: Path, out: Path, token: str | None, no_caption: bool,
+            make_zip: bool) -> None:
+    """Check, convert, lay out and caption one subject folder; exit 1 if it is refused."""
+    from lorad.oneshot import OneShotError, prepare_folder
+
+    try:
+        result = prepare_folder(env.config, subject_dir, out, token=token,
+                                caption=not no_caption, make_zip=make_zip,
+                                echo=lambda line: console.print(line, highlight=False))
+    except OneShotError as error:
+        fail(str(error))
+    sys.exit(0 if result.usable else 1)
+
+
+@main.command()
+@click.option("--send-test", is_flag=True, help="also send a test notification")
+@pass_env
+def doctor(env: Env, send_test: bool) -> None:
+    """Check the configuration and the machine; exit 1 if anything fails."""
+    from lorad.doctor import run_checks
+
+    colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
+    worst = "OK"
+    for check in run_checks(env.config, send_test=send_test):
+        console.print(f"[{colours[check.status]}]{check.status:4}[/] {check.name}: "
+                      f"{check.message}", highlight=False)
+        if check.status == "FAIL":
+            worst = "FAIL"
+    sys.exit(1 if worst == "FAIL" else 0)
+
+
+if __name__ == "__main__":
+    main()

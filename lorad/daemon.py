@@ -1,0 +1,353 @@
+"""The daemon's loop: inbox and store in, stages out.
+
+The loop asks the store which job needs which stage and hands it to a worker; no stage calls the
+next one. CPU work (prepare, deliver, captions without BLIP) runs in a small thread pool; each GPU
+has one slot for a training; BLIP captioning runs in one child process at a time, on a GPU no
+training needs or on the CPU. Heavy libraries live only in child processes.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lorad import children, messages, notify
+from lorad.context import Context
+from lorad.errors import Cancelled, Rejected, StageFailed
+from lorad.fsutil import DiskFull
+from lorad.logs import for_job, log
+from lorad.pidlock import PidLock
+from lorad.sdnotify import SystemdNotifier
+from lorad.settings import Settings
+from lorad.stages import caption, deliver, ingest, prepare, train
+from lorad.store import RUNNING, Job, Store
+from lorad.watcher import Inbox
+
+PIPELINE = ("prepare", "caption", "train", "deliver")
+REQUEST_SCAN_SECONDS = 2.0
+
+
+def next_stage(job: Job, stage: str) -> str:
+    if job.options.get("recaption_only") and stage == "caption":
+        return "deliver"
+    index = PIPELINE.index(stage)
+    return PIPELINE[index + 1] if index + 1 < len(PIPELINE) else "done"
+
+
+class Daemon:
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.wake = threading.Event()
+        self.lock = PidLock(settings.state_dir)
+        self.sd = SystemdNotifier.from_env()
+        self.ctx: Context | None = None
+        self.busy: dict[int, str] = {}
+        self.slots: dict[int, int | str | None] = {gpu: None for gpu in settings.gpus}
+        self.captioner: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
+        self.guard = threading.Lock()
+        self.cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lorad-cpu")
+        self._next_request_scan = 0.0
+        self._reload = threading.Event()
+
+    # ---- start and stop ------------------------------------------------------------------
+    def start(self) -> None:
+        settings = self.settings
+        self.lock.acquire()
+        for folder in (settings.inbox, settings.outbox, settings.failed_dir, settings.work_dir):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        store = Store(settings.db_path)
+        self.ctx = Context(settings, store)
+        children.reap_orphans(store)
+        ingest.recover_claims(self.ctx)
+        ingest.recover_rejections(self.ctx)
+        for job in store.recover():
+            log.info("job %d (%s) continues at the %s stage", job.id, job.token or job.name,
+                     job.stage)
+        self.inbox = Inbox(settings.inbox, settings.watch, self.wake)
+        mode = self.inbox.start()
+        self.inbox.rescan()
+        self.sender = notify.Sender(store, settings.notify)
+        self._spawn(self.sender.run, self.ctx.stopping, name="lorad-notify")
+        log.info("lorad is watching %s (%s), GPUs %s, state in %s", settings.inbox, mode,
+                 settings.gpus, settings.state_dir)
+        self.sd.ready(self.status_line())
+
+    def request_stop(self, *_: Any) -> None:
+        if self.ctx and not self.ctx.stopping.is_set():
+            log.info("stopping: no new folders; unfinished jobs continue at the next start")
+            self.ctx.stopping.set()
+        self.wake.set()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, lambda *_: (self._reload.set(), self.wake.set()))
+        self.start()
+        assert self.ctx is not None
+        try:
+            while not self.ctx.stopping.is_set():
+                self.step()
+                self.wake.wait(self.wait_time())
+                self.wake.clear()
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        assert self.ctx is not None
+        self.sd.stopping("stopping: waiting for running work to save and stop")
+        self.ctx.stopping.set()
+        self.inbox.stop()
+        self.sender.wake.set()
+        grace = self.settings.kohya.stop_grace_seconds + 30
+        while any(t.is_alive() for t in self.threads):
+            self.sd.extend_timeout(grace)
+            for thread in self.threads:
+                thread.join(timeout=1.0)
+        self.cpu.shutdown(wait=True)
+        self.ctx.store.close()
+        self.lock.release()
+        log.info("lorad stopped")
+
+    def reload(self) -> None:
+        from lorad.reload import reload_settings
+
+        self._reload.clear()
+        self.settings = reload_settings(self)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def wait_time(self) -> float:
+        until_scan = self._next_request_scan - time.monotonic()
+        return max(0.05, min(self.inbox.next_check_in(), until_scan, 1.0))
+
+    def step(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        if self._reload.is_set():
+            self.reload()
+        for link in self.inbox.take_outside_links():
+            job_id = ingest.reject_link(ctx, link, Path(link).resolve())
+            self._announce(ctx.store.get(job_id), "rejected")
+        for folder in self.inbox.poll():
+            if ctx.stopping.is_set():
+                break
+            job_id = ingest.claim(ctx, folder)
+            if job_id is not None:
+                log.info("job %d: %s arrived", job_id, folder.name)
+        if time.monotonic() >= self._next_request_scan:
+            from lorad.followup import scan_requests
+
+            self._next_request_scan = time.monotonic() + REQUEST_SCAN_SECONDS
+            scan_requests(ctx)
+        self.dispatch()
+        self.sd.watchdog()
+        self.sd.status(self.status_line())
+
+    def dispatch(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        store = ctx.store
+        for job in store.waiting("prepare"):
+            self._submit(job, "prepare", prepare.run)
+        for gpu, holder in self.slots.items():
+            if holder is not None:
+                continue
+            job = next((j for j in store.waiting("train") if j.id not in self.busy), None)
+            if job is None:
+                break
+            self.slots[gpu] = job.id
+            self._start(job, "train", train.run, gpu, release=lambda g=gpu: self._free(g))
+        self._dispatch_captions()
+        for job in store.waiting("deliver"):
+            self._submit(job, "deliver", deliver.run)
+
+    def _dispatch_captions(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        waiting = [j for j in ctx.store.waiting("caption") if j.id not in self.busy]
+        blip = []
+        for job in waiting:
+            if caption.uses_blip(ctx, job):
+                blip.append(job)
+            else:
+                self._submit(job, "caption", caption.without_blip)
+        if not blip or (self.captioner and self.captioner.is_alive()):
+            return
+        device = self.settings.caption.device
+        env_extra: dict[str, str] = {}
+        gpu: int | None = None
+        if device == "cpu":
+            env_extra["CUDA_VISIBLE_DEVICES"] = ""
+        elif device in ("auto", "cuda"):
+            gpu = next((g for g, holder in self.slots.items() if holder is None), None)
+            if gpu is None and device == "cuda":
+                return  # wait for a GPU
+            env_extra["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
+        if gpu is not None:
+            self.slots[gpu] = "caption"
+        for job in blip:
+            self.busy[job.id] = "caption"
+        self.captioner = self._spawn(self._caption_batch, blip, env_extra, gpu,
+                                     name="lorad-caption")
+
+    def _caption_batch(self, jobs: list[Job], env_extra: dict[str, str], gpu: int | None) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        store = ctx.store
+        try:
+            started = [store.get(j.id) for j in jobs if self._begin(j, "caption")]
+            if not started:
+                return
+            env = children.child_env(env_extra)
+            results = caption.with_blip(ctx, started, env, ctx.stopping.is_set)
+            for job in started:
+                self._conclude(store.get(job.id), "caption", results.get(job.id))
+        finally:
+            with self.guard:
+                for job in jobs:
+                    self.busy.pop(job.id, None)
+            if gpu is not None:
+                self._free(gpu)
+            self.wake.set()
+
+    # ---- running one stage of one job ----------------------------------------------------
+    def _submit(self, job: Job, stage: str, fn: Callable[..., None]) -> None:
+        if job.id in self.busy:
+            return
+        self.busy[job.id] = stage
+        self.cpu.submit(self._stage, job.id, stage, fn)
+
+    def _start(self, job: Job, stage: str, fn: Callable[..., None], *args: Any,
+               release: Callable[[], None]) -> None:
+        self.busy[job.id] = stage
+        self._spawn(self._stage, job.id, stage, fn, *args, release=release,
+                    name=f"lorad-{stage}-{job.id}")
+
+    def _spawn(self, target: Callable[..., None], *args: Any, name: str,
+               **kwargs: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, kwargs=kwargs, name=name, daemon=True)
+        self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+        thread.start()
+        return thread
+
+    def _free(self, gpu: int) -> None:
+        with self.guard:
+            self.slots[gpu] = None
+        self.wake.set()
+
+    def _begin(self, job: Job, stage: str) -> bool:
+        store = self.ctx.store  # type: ignore[union-attr]
+        if not store.start_stage(job.id, stage):
+            return False
+        if job.started_at is None:
+            store.update(job.id, started_at=time.time())
+        return True
+
+    def _stage(self, job_id: int, stage: str, fn: Callable[..., None], *args: Any,
+               release: Callable[[], None] | None = None) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        try:
+            job = ctx.store.get(job_id)
+            if not self._begin(job, stage):
+                return
+            job = ctx.store.get(job_id)
+            error: Exception | None = None
+            try:
+                fn(ctx, job, *args)
+            except Exception as caught:
+                error = caught
+            self._conclude(ctx.store.get(job_id), stage, error)
+        except Exception:
+            log.exception("job %d: the %s stage could not be recorded", job_id, stage)
+        finally:
+            with self.guard:
+                self.busy.pop(job_id, None)
+            if release:
+                release()
+            self.wake.set()
+
+    def _conclude(self, job: Job, stage: str, error: Exception | None) -> None:
+        """Record how a stage ended: the next stage, or the final state with its reason."""
+        ctx = self.ctx
+        assert ctx is not None
+        store, jlog = ctx.store, for_job(job.id, job.token)
+        if isinstance(error, train.Interrupted) or (
+            error is not None and ctx.stopping.is_set() and not isinstance(error, Rejected)
+        ):
+            store.requeue(job.id, stage, (RUNNING[stage],))
+            store.event(job.id, f"the daemon stopped during {stage}; it continues at the next "
+                                "start")
+            return
+        if error is None and store.cancel_requested(job.id):
+            error = Cancelled("cancelled by request")
+        if error is None:
+            following = next_stage(job, stage)
+            store.finish_stage(job.id, stage, following)
+            if stage == "prepare":
+                self._announce(store.get(job.id), "accepted")
+            if following == "done":
+                jlog.info("done: %s", job.outbox_dir)
+                if not job.options.get("recaption_only"):
+                    self._announce(store.get(job.id), "done")
+            return
+        if isinstance(error, Rejected):
+            jlog.warning("refused: %s", error)
+            store.end(job.id, "rejected", str(error))
+            store.event(job.id, str(error), level="error")
+            ingest.hand_to_failed(ctx, store.get(job.id))
+            self._announce(store.get(job.id), "rejected")
+        elif isinstance(error, Cancelled):
+            jlog.info("cancelled during %s", stage)
+            store.end(job.id, "cancelled", str(error))
+            store.event(job.id, f"cancelled during {stage}")
+        else:
+            if isinstance(error, StageFailed | DiskFull):
+                message = str(error)
+            else:
+                jlog.error("internal error in the %s stage", stage, exc_info=error)
+                message = (f"internal error in the {stage} stage: {error!r}; the daemon's log "
+                           "has the details")
+            jlog.error("failed: %s", message)
+            store.end(job.id, "failed", message, stage=stage)
+            store.event(job.id, message, level="error")
+            self._announce(store.get(job.id), "failed")
+
+    def _announce(self, job: Job, event: str) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        settings = self.settings
+        attach = None
+        if event == "done":
+            title, body = messages.done(job, settings)
+            sheet = Path(job.outbox_dir or "") / "samples.png"
+            attach = sheet if sheet.is_file() else None
+        elif event == "failed":
+            title, body = messages.failed(job, ctx.store, settings)
+        elif event == "rejected":
+            title, body = messages.rejected(job, settings)
+        else:
+            title, body = messages.accepted(job)
+        if notify.enqueue(ctx.store, settings.notify, job, event, title, body, attach):
+            self.sender.wake.set()
+
+    # ---- what systemd and `lorad status` see ---------------------------------------------
+    def status_line(self) -> str:
+        ctx = self.ctx
+        assert ctx is not None
+        jobs = ctx.store.jobs(("queued", *RUNNING.values()))
+        parts = [f"{sum(j.state == 'queued' for j in jobs)} queued"]
+        for job in jobs:
+            if job.state == "training":
+                parts.append(f"training {job.token} {job.progress:.0%}")
+            elif job.state != "queued":
+                parts.append(f"{job.state} {job.token or job.name}")
+        parts.append(f"{ctx.store.count_finished('done', time.time() - 86400)} done today")
+        return ", ".join(parts)

@@ -1,0 +1,166 @@
+"""File operations that leave nothing half-done: atomic writes and copies, crash-safe moves."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TEMP_PREFIX = ".lorad-tmp-"
+
+
+class DiskFull(OSError):
+    """A write ran out of space; the message names the folder and how much was needed."""
+
+
+def _raise_disk_full(error: OSError, target: Path) -> None:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFull(
+            error.errno, f"no space left on the disk holding {target.parent} "
+            f"(free some space there, then run: lorad retry JOB)"
+        ) from error
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(target: Path) -> Path:
+    return target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{target.name}")
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        _raise_disk_full(error, target)
+        raise
+    return target
+
+
+def atomic_write_text(target: Path, text: str) -> Path:
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: Path, data: Any) -> Path:
+    return atomic_write_text(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_copy(source: Path, target: Path) -> Path:
+    """Copy a file so that `target` is either absent, the old file, or the whole new file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    try:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        _raise_disk_full(error, target)
+        raise
+    return target
+
+
+def link_or_copy(source: Path, target: Path) -> Path:
+    """A hard link when both are on one filesystem (no extra space), else an atomic copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        return atomic_copy(source, target)
+    os.replace(tmp, target)
+    return target
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = a.stat(), b.stat()
+    except FileNotFoundError:
+        return False
+    if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino):
+        return True
+    return sa.st_size == sb.st_size and file_hash(a) == file_hash(b)
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def same_filesystem(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every file below root, not following symbolic links to folders."""
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(folder) / name
+
+
+def tree_manifest(root: Path) -> dict[str, tuple[int, str]]:
+    """Relative path -> (size, sha256) of every regular file below root."""
+    manifest = {}
+    for path in walk_files(root):
+        if path.is_symlink() or not path.is_file():
+            continue
+        manifest[str(path.relative_to(root))] = (path.stat().st_size, file_hash(path))
+    return manifest
+
+
+def copy_tree_verified(source: Path, target: Path) -> None:
+    """Copy a folder (links kept as links), then check every file arrived byte for byte."""
+    try:
+        shutil.copytree(source, target, symlinks=True)
+    except shutil.Error as error:
+        raise OSError(f"copying {source} to {target} failed: {error}") from error
+    except OSError as error:
+        _raise_disk_full(error, target)
+        raise
+    if tree_manifest(source) != tree_manifest(target):
+        raise OSError(f"copy of {source} to {target} does not match the original")
+    for path in walk_files(target):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_dir(target.parent)
+
+
+def free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def unique_path(path: Path) -> Path:
+    """path, or path-2, path-3... whichever does not exist yet."""
+    if not path.exists() and not path.is_symlink():
+        return path
+    n = 2
+    while True:
+        candidate = path.with_name(f"{path.name}-{n}")
+        if not candidate.exists() and not candidate.is_symlink():
+            return candidate
+        n += 1

@@ -1,0 +1,18 @@
+"""lorad's training presets, one TOML file per model family, shipped as package data."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from typing import Any
+
+from lorad.kohya.args import FAMILIES
+
+
+def load_preset(family: str) -> dict[str, Any]:
+    """The preset's Kohya arguments for family ("sd15" or "sdxl"), a fresh dict on every call."""
+    if family not in FAMILIES:
+        raise ValueError(f"no preset for model family {family!r}; expected one of "
+                         f"{', '.join(FAMILIES)}")
+    text = resources.files("lorad.kohya").joinpath("presets", f"{family}.toml").read_text("utf-8")
+    return tomllib.loads(text)

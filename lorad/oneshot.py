@@ -1,0 +1,67 @@
+"""`lorad prepare`: one subject folder checked, converted, laid out and captioned, no daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lorad.captioner import CaptionError, caption_folder
+from lorad.dataset import PrepareOptions, PrepareResult, prepare_dataset, write_zip
+from lorad.settings import CaptionSettings, ConfigError, PrepareSettings, find_config, load_settings
+from lorad.subject import SubjectError, fill_token, read_subject_file
+
+
+class OneShotError(Exception):
+    pass
+
+
+def _settings(config: Path | None) -> tuple[PrepareSettings, CaptionSettings, list[str]]:
+    """The [prepare] and [caption] tables of a configuration if there is one, else defaults."""
+    try:
+        if find_config(config) is None:
+            return PrepareSettings(), CaptionSettings(), []
+        settings = load_settings(config)
+    except ConfigError as error:
+        raise OneShotError(str(error)) from None
+    return settings.prepare, settings.caption, list(settings.watch.ignore)
+
+
+def prepare_folder(config: Path | None, subject_dir: Path, out: Path, *, token: str | None,
+                   caption: bool, make_zip: bool, echo: Callable[[str], None]) -> PrepareResult:
+    prepare_settings, caption_settings, ignore = _settings(config)
+    try:
+        subject = read_subject_file(subject_dir)
+        if token is not None:
+            subject = subject.model_validate({**subject.model_dump(), "token": token})
+        fill_token(subject, subject_dir.resolve().name, subject_dir / "lora.toml")
+    except (SubjectError, ValueError) as error:
+        raise OneShotError(str(error)) from None
+    assert subject.token
+    if out.resolve() == subject_dir.resolve() or subject_dir.resolve() in out.resolve().parents:
+        raise OneShotError(f"--out {out} is inside the subject folder; choose a folder outside "
+                           "it (the photos are never changed)")
+    strict = prepare_settings.strict if subject.strict is None else subject.strict
+    options = PrepareOptions(token=subject.token, prefix=subject.prefix,
+                             repeats=subject.repeats, strict=strict, settings=prepare_settings,
+                             ignore=ignore)
+    result = prepare_dataset(subject_dir, out, options)
+    for line in [*result.problems, *result.warnings]:
+        echo(f"  {line}")
+    echo(result.message)
+    if not result.usable:
+        return result
+    enabled = caption_settings.enabled if subject.caption.enabled is None else \
+        subject.caption.enabled
+    if caption and enabled:
+        echo(f"captioning with {caption_settings.model} ...")
+        try:
+            outcome = caption_folder(result.train_dir, subject.prefix, caption_settings)
+        except CaptionError as error:
+            raise OneShotError(str(error)) from None
+        for warning in outcome.warnings:
+            echo(f"  {warning}")
+    echo(f"dataset: {result.train_dir}")
+    echo(f"report: {result.report_path}  sheet: {result.sheet_path}")
+    if make_zip:
+        echo(f"zip: {write_zip(out, out / 'dataset.zip')}")
+    return result

@@ -1,0 +1,98 @@
+"""Caption: a .txt beside every training image, from BLIP (in a child process) or the user.
+
+Images with a caption supplied by the user keep it (prepare wrote it). The others are captioned by
+BLIP, all waiting jobs in one child process that loads the model once; with captioning switched
+off they get the prefix alone. The captions are published to the outbox for a person to read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from lorad.captioner import CaptionCancelled, CaptionError, CaptionJob, run_captioner
+from lorad.captions import prefix_only
+from lorad.context import Context
+from lorad.errors import Cancelled, StageFailed
+from lorad.fsutil import atomic_write_text
+from lorad.store import Job
+from lorad.subject import SubjectSettings
+
+
+def subject_of(job: Job) -> SubjectSettings:
+    return SubjectSettings.model_validate(job.settings)
+
+
+def training_images(ctx: Context, job: Job) -> list[tuple[Path, bool]]:
+    """(image, has a user caption) for every image of the prepared dataset."""
+    paths = ctx.paths(job)
+    manifest = json.loads(paths.manifest.read_text())
+    folder = paths.dataset / manifest["train_dir"]
+    return [(folder / item["name"], bool(item["user_caption"])) for item in manifest["images"]]
+
+
+def uses_blip(ctx: Context, job: Job) -> bool:
+    enabled = subject_of(job).caption.enabled
+    return ctx.settings.caption.enabled if enabled is None else enabled
+
+
+def request(ctx: Context, job: Job) -> CaptionJob:
+    images = [image for image, user in training_images(ctx, job) if not user]
+    return CaptionJob(job_id=job.id, prefix=subject_of(job).prefix, images=images)
+
+
+def without_blip(ctx: Context, job: Job) -> None:
+    """Captioning switched off: the prefix alone for every image without a user caption."""
+    text = prefix_only(subject_of(job).prefix)
+    for image, user in training_images(ctx, job):
+        if not user:
+            atomic_write_text(image.with_suffix(".txt"), text + "\n")
+    ctx.store.event(job.id, "captioning is off: images without a caption of their own get "
+                            f"{text!r}")
+    publish(ctx, job)
+
+
+def with_blip(ctx: Context, jobs: list[Job], env: dict[str, str],
+              should_stop: Callable[[], bool]) -> dict[int, Exception | None]:
+    """Caption several jobs in one BLIP process; per job, None or the exception it ended with."""
+    store = ctx.store
+    requests = [request(ctx, job) for job in jobs]
+    totals = {r.job_id: len(r.images) for r in requests}
+
+    def progress(job_id: int, done: int, total: int) -> None:
+        store.set_progress(job_id, done / max(total, 1), f"{done}/{total} images captioned")
+
+    try:
+        outcomes = run_captioner(requests, ctx.settings.caption, env=env, on_progress=progress,
+                                 should_stop=should_stop)
+    except CaptionCancelled:
+        return {job.id: Cancelled("captioning stopped") for job in jobs}
+    except CaptionError as error:
+        return {job.id: StageFailed(str(error)) for job in jobs}
+    results: dict[int, Exception | None] = {}
+    for job in jobs:
+        outcome = outcomes.get(job.id)
+        if outcome is None or not outcome.ok:
+            reason = outcome.error if outcome else "the captioning process gave no result"
+            results[job.id] = StageFailed(f"captioning failed: {reason}")
+            continue
+        for warning in outcome.warnings:
+            store.event(job.id, warning, level="warning")
+        store.event(job.id, f"captioned {totals[job.id]} images with {ctx.settings.caption.model}")
+        publish(ctx, job)
+        results[job.id] = None
+    return results
+
+
+def publish(ctx: Context, job: Job) -> None:
+    """captions.txt in the outbox: every image's caption, one line each, to read and correct."""
+    job = ctx.store.get(job.id)
+    if not job.outbox_dir:
+        return
+    lines = []
+    for image, user in training_images(ctx, job):
+        caption_file = image.with_suffix(".txt")
+        text = caption_file.read_text(encoding="utf-8").strip() if caption_file.exists() else ""
+        lines.append(f"{image.name}{' (yours)' if user else ''}: {text}")
+    atomic_write_text(Path(job.outbox_dir) / "captions.txt", "\n".join(lines) + "\n")

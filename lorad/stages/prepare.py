@@ -1,0 +1,59 @@
+"""Prepare: read lora.toml, refuse duplicates, check and convert the photos, lay out the dataset.
+
+Reads work/<id>/source (never changes it); writes work/<id>/dataset and the report to the outbox.
+"""
+
+from __future__ import annotations
+
+from lorad.context import Context
+from lorad.dataset import PrepareOptions, content_fingerprint, prepare_dataset
+from lorad.errors import Rejected
+from lorad.fsutil import atomic_copy
+from lorad.outbox import take_folder
+from lorad.store import Job
+from lorad.subject import SubjectError, load_subject
+
+
+def run(ctx: Context, job: Job) -> None:
+    settings, store = ctx.settings, ctx.store
+    paths = ctx.paths(job)
+    try:
+        subject = load_subject(paths.source, settings, name=job.name)
+    except SubjectError as error:
+        raise Rejected(str(error)) from None
+    assert subject.token and subject.model
+    fingerprint = content_fingerprint(paths.source, settings.watch.ignore)
+    earlier = store.register_content(job.id, fingerprint, subject.token, subject.model,
+                                     subject.allow_duplicate)
+    if earlier is not None:
+        raise Rejected(
+            f"these photos were already dropped as job {earlier.id} ({earlier.name}, "
+            f"token {earlier.token}, now {earlier.state}); to train them again anyway, add "
+            "allow_duplicate = true to lora.toml, or give it another token or model"
+        )
+    store.update(job.id, settings=subject.model_dump(mode="json"), token=subject.token,
+                 model=subject.model)
+    ctx.log(job).info("preparing %s as token %s for model %s", paths.source, subject.token,
+                      subject.model)
+
+    def progress(done: int, total: int) -> None:
+        store.set_progress(job.id, done / max(total, 1), f"{done}/{total} images checked")
+
+    strict = settings.prepare.strict if subject.strict is None else subject.strict
+    options = PrepareOptions(token=subject.token, prefix=subject.prefix, repeats=subject.repeats,
+                             strict=strict, settings=settings.prepare,
+                             ignore=list(settings.watch.ignore))
+    result = prepare_dataset(paths.source, paths.dataset, options, progress=progress)
+    for line in result.warnings:
+        store.event(job.id, line, level="warning")
+    if not result.usable:
+        raise Rejected("\n".join([result.message, *result.problems]))
+    for line in result.problems:
+        store.event(job.id, line, level="warning")
+    outbox = take_folder(settings.outbox, subject.token, job.id,
+                         {"token": subject.token, "model": subject.model, "jobs": [job.id]})
+    atomic_copy(result.report_path, outbox / "report.json")
+    atomic_copy(result.sheet_path, outbox / "dataset.png")
+    store.update(job.id, outbox_dir=str(outbox),
+                 train={**job.train, "images": result.accepted, "repeats": result.repeats})
+    store.event(job.id, result.message)

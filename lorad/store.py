@@ -1,0 +1,427 @@
+"""The job store: SQLite (WAL), one row per job, an event log per job, pending notifications.
+
+The store is the only truth. Every state change is one conditional UPDATE, so that the daemon, its
+worker threads and CLI commands in other processes never overwrite each other's decisions.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database, Migrations
+
+# A job's life: claiming -> queued -> preparing -> queued -> captioning -> queued -> training
+# -> queued -> delivering -> done. `stage` names the next stage to run (or the running one).
+RUNNING = {"prepare": "preparing", "caption": "captioning", "train": "training",
+           "deliver": "delivering"}
+STAGES = tuple(RUNNING)
+FINAL = ("done", "failed", "rejected", "cancelled")
+ACTIVE = ("queued", *RUNNING.values())
+STATES = ("claiming", *ACTIVE, *FINAL)
+
+migrations = Migrations("lorad")
+
+
+@migrations(transactional=False)
+def m001_wal(db: Database) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+
+
+@migrations()
+def m002_jobs(db: Database) -> None:
+    db["jobs"].create(
+        {
+            "id": int, "name": str, "kind": str, "parent_id": int, "token": str, "model": str,
+            "state": str, "stage": str, "progress": float, "progress_text": str,
+            "attempts": int, "error": str, "settings": str, "content_hash": str,
+            "inbox_path": str, "source_dir": str, "work_dir": str, "outbox_dir": str,
+            "gpu": int, "train": str, "options": str, "cancel_requested": int,
+            "created_at": float, "updated_at": float, "started_at": float,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null={"name", "state", "stage", "created_at", "updated_at"},
+        defaults={"kind": "new", "progress": 0.0, "progress_text": "", "attempts": 0,
+                  "cancel_requested": 0, "train": "{}", "options": "{}", "settings": "{}"},
+    )
+    db["jobs"].create_index(["state"])
+    db["jobs"].create_index(["token"])
+    db["jobs"].create_index(["content_hash"])
+    db["events"].create(
+        {"id": int, "job_id": int, "at": float, "level": str, "message": str, "data": str},
+        pk="id",
+        foreign_keys=[("job_id", "jobs", "id")],
+    )
+    db["events"].create_index(["job_id"])
+    db["notifications"].create(
+        {
+            "id": int, "job_id": int, "event": str, "title": str, "body": str,
+            "attach": str, "tags": str, "targets": str, "attempts": int, "state": str,
+            "next_at": float, "created_at": float, "sent_at": float, "last_error": str,
+        },
+        pk="id",
+        defaults={"attempts": 0, "state": "pending", "targets": "{}", "tags": "[]"},
+    )
+    db["notifications"].create_index(["state", "next_at"])
+    db["children"].create(
+        {"pgid": int, "started": int, "kind": str, "job_ids": str, "at": float}, pk="pgid"
+    )
+
+
+JSON_FIELDS = ("settings", "train", "options")
+
+
+@dataclass
+class Job:
+    id: int
+    name: str
+    state: str
+    stage: str
+    created_at: float
+    updated_at: float
+    kind: str = "new"
+    parent_id: int | None = None
+    token: str | None = None
+    model: str | None = None
+    progress: float = 0.0
+    progress_text: str = ""
+    attempts: int = 0
+    error: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    content_hash: str | None = None
+    inbox_path: str | None = None
+    source_dir: str | None = None
+    work_dir: str | None = None
+    outbox_dir: str | None = None
+    gpu: int | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Job:
+        data = dict(row)
+        for key in JSON_FIELDS:
+            data[key] = json.loads(data.get(key) or "{}")
+        return cls(**data)
+
+    @property
+    def label(self) -> str:
+        return f"job {self.id} ({self.token or self.name})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Event:
+    id: int
+    job_id: int
+    at: float
+    level: str
+    message: str
+    data: dict[str, Any]
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class Store:
+    """One SQLite database; each thread gets its own connection."""
+
+    def __init__(self, path: Path, *, migrate: bool = True) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        if migrate:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with _file_lock(self.path.with_name(self.path.name + ".migrate.lock")):
+                migrations.apply(Database(self._connect()))
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: read-then-write decisions that no other writer can interleave with."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # ---- reading -------------------------------------------------------------------------
+    def get(self, job_id: int) -> Job:
+        row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id}")
+        return Job.from_row(row)
+
+    def find(self, ref: str) -> Job:
+        """A job by id ("12") or by token (the newest job with that token)."""
+        ref = ref.strip().lstrip("#")
+        if ref.isdigit():
+            return self.get(int(ref))
+        row = self.conn.execute(
+            "SELECT * FROM jobs WHERE token = ? OR name = ? ORDER BY id DESC LIMIT 1", (ref, ref)
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job with id or token {ref!r} (lorad status lists them)")
+        return Job.from_row(row)
+
+    def jobs(self, states: tuple[str, ...] | None = None) -> list[Job]:
+        if states:
+            marks = ",".join("?" * len(states))
+            rows = self.conn.execute(
+                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", states
+            ).fetchall()
+        else:
+            rows = self.conn.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def waiting(self, stage: str) -> list[Job]:
+        """Queued jobs whose next stage is `stage`, oldest first, not asked to stop."""
+        rows = self.conn.execute(
+            "SELECT * FROM jobs WHERE state = 'queued' AND stage = ? AND cancel_requested = 0 "
+            "ORDER BY id",
+            (stage,),
+        ).fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def count_finished(self, state: str, since: float) -> int:
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE state = ? AND finished_at > ?", (state, since)
+        ).fetchone()
+        return int(row[0])
+
+    def events(self, job_id: int, limit: int | None = None) -> list[Event]:
+        sql = "SELECT * FROM events WHERE job_id = ? ORDER BY id"
+        rows = self.conn.execute(sql, (job_id,)).fetchall()
+        events = [Event(**{**dict(r), "data": json.loads(r["data"] or "{}")}) for r in rows]
+        return events[-limit:] if limit else events
+
+    # ---- writing -------------------------------------------------------------------------
+    def _update(self, job_id: int, where: str = "", params: tuple = (), **values: Any) -> bool:
+        values["updated_at"] = time.time()
+        for key in JSON_FIELDS:
+            if key in values and not isinstance(values[key], str):
+                values[key] = json.dumps(values[key], sort_keys=True)
+        sets = ", ".join(f"{k} = ?" for k in values)
+        cur = self.conn.execute(
+            f"UPDATE jobs SET {sets} WHERE id = ? {where}", (*values.values(), job_id, *params)
+        )
+        return cur.rowcount == 1
+
+    def event(self, job_id: int, message: str, level: str = "info",
+              data: dict[str, Any] | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO events (job_id, at, level, message, data) VALUES (?, ?, ?, ?, ?)",
+            (job_id, time.time(), level, message, json.dumps(data or {}, sort_keys=True)),
+        )
+
+    def create_job(self, name: str, *, state: str, stage: str, **values: Any) -> int:
+        now = time.time()
+        row = {"name": name, "state": state, "stage": stage, "created_at": now,
+               "updated_at": now, **values}
+        for key in JSON_FIELDS:
+            if key in row and not isinstance(row[key], str):
+                row[key] = json.dumps(row[key], sort_keys=True)
+        cols = ", ".join(row)
+        marks = ", ".join("?" * len(row))
+        cur = self.conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def delete_job(self, job_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM notifications WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def update(self, job_id: int, **values: Any) -> None:
+        self._update(job_id, **values)
+
+    def start_stage(self, job_id: int, stage: str, **values: Any) -> bool:
+        """Queued at `stage` -> running; False if the job moved on (cancelled, taken)."""
+        return self._update(
+            job_id, "AND state = 'queued' AND stage = ? AND cancel_requested = 0", (stage,),
+            state=RUNNING[stage], progress=0.0, progress_text="", error=None, **values,
+        )
+
+    def finish_stage(self, job_id: int, stage: str, next_stage: str, **values: Any) -> bool:
+        """Running `stage` -> queued for `next_stage` (or done when next_stage is 'done')."""
+        state = "done" if next_stage == "done" else "queued"
+        if state == "done":
+            values.setdefault("finished_at", time.time())
+        return self._update(
+            job_id, "AND state = ?", (RUNNING[stage],),
+            state=state, stage=next_stage, **values,
+        )
+
+    def set_progress(self, job_id: int, fraction: float, text: str, **values: Any) -> None:
+        self._update(job_id, progress=max(0.0, min(1.0, fraction)), progress_text=text, **values)
+
+    def end(self, job_id: int, state: str, error: str | None = None, **values: Any) -> None:
+        """Put a job in a final state (failed, rejected, cancelled) with its reason."""
+        assert state in FINAL
+        self._update(job_id, state=state, error=error, finished_at=time.time(), **values)
+
+    def request_cancel(self, job_id: int) -> Job:
+        """Ask for a job to stop. A queued job is cancelled at once; a running one by its worker."""
+        with self.transaction() as conn:
+            job = self.get(job_id)
+            if job.is_final:
+                return job
+            if job.state in ("queued", "claiming"):
+                self._update(job_id, state="cancelled", cancel_requested=1,
+                             finished_at=time.time(), error="cancelled by request")
+                self.event(job_id, "cancelled while queued")
+            else:
+                conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+                self.event(job_id, f"cancel requested while {job.state}")
+        return self.get(job_id)
+
+    def cancel_requested(self, job_id: int) -> bool:
+        row = self.conn.execute(
+            "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    def requeue(self, job_id: int, stage: str, from_states: tuple[str, ...], **values: Any) -> bool:
+        marks = ",".join("?" * len(from_states))
+        return self._update(
+            job_id, f"AND state IN ({marks})", from_states,
+            state="queued", stage=stage, error=None, finished_at=None, cancel_requested=0,
+            **values,
+        )
+
+    def recover(self) -> list[Job]:
+        """After a restart: every job a worker held goes back to the queue at its stage."""
+        running = self.jobs(tuple(RUNNING.values()))
+        for job in running:
+            self._update(job.id, "AND state = ?", (job.state,), state="queued")
+            self.event(job.id, f"daemon restarted while {job.state}; continuing the "
+                               f"{job.stage} stage")
+        return running
+
+    def register_content(self, job_id: int, content_hash: str, token: str, model: str,
+                         allow_duplicate: bool) -> Job | None:
+        """Record what a job trains on; return an earlier live job with the same set, if any."""
+        with self.transaction():
+            self._update(job_id, content_hash=content_hash, token=token, model=model)
+            if allow_duplicate:
+                return None
+            row = self.conn.execute(
+                "SELECT * FROM jobs WHERE content_hash = ? AND token = ? AND model = ? "
+                "AND id < ? AND kind = 'new' AND state NOT IN ('failed', 'rejected', 'cancelled') "
+                "ORDER BY id LIMIT 1",
+                (content_hash, token, model, job_id),
+            ).fetchone()
+        return Job.from_row(row) if row else None
+
+    # ---- notifications -------------------------------------------------------------------
+    def add_notification(self, job_id: int, event: str, title: str, body: str,
+                         attach: str | None, tags: list[str]) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO notifications (job_id, event, title, body, attach, tags, state, "
+            "next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (job_id, event, title, body, attach, json.dumps(tags), time.time(), time.time()),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def due_notifications(self, now: float) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM notifications WHERE state = 'pending' AND next_at <= ? ORDER BY id",
+            (now,),
+        ).fetchall()
+        return [_notification(r) for r in rows]
+
+    def next_notification_at(self) -> float | None:
+        row = self.conn.execute(
+            "SELECT MIN(next_at) FROM notifications WHERE state = 'pending'"
+        ).fetchone()
+        return row[0] if row else None
+
+    def notifications(self, job_id: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM notifications WHERE job_id = ? ORDER BY id", (job_id,)
+        ).fetchall()
+        return [_notification(r) for r in rows]
+
+    def update_notification(self, note_id: int, **values: Any) -> None:
+        if "targets" in values:
+            values["targets"] = json.dumps(values["targets"], sort_keys=True)
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self.conn.execute(f"UPDATE notifications SET {sets} WHERE id = ?",
+                          (*values.values(), note_id))
+
+    # ---- child processes (trainers, captioners) ---------------------------------------------
+    def add_child(self, pgid: int, started: int, kind: str, job_ids: list[int]) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO children (pgid, started, kind, job_ids, at) "
+            "VALUES (?, ?, ?, ?, ?)", (pgid, started, kind, json.dumps(job_ids), time.time()),
+        )
+
+    def remove_child(self, pgid: int) -> None:
+        self.conn.execute("DELETE FROM children WHERE pgid = ?", (pgid,))
+
+    def children(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM children").fetchall()]
+
+    def integrity_ok(self) -> bool:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _notification(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    data["tags"] = json.loads(data["tags"] or "[]")
+    data["targets"] = json.loads(data["targets"] or "{}")
+    return data
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

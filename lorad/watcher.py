@@ -1,0 +1,223 @@
+"""The inbox: which top-level folders have finished arriving.
+
+A folder is ready when its fingerprint (relative path, size and mtime of every file, and the file
+count) has not changed for `watch.settle_seconds`, or at once when it holds the ready marker. Any
+change restarts the wait and there is no give-up. Filesystem events only say "look now"; a full
+rescan at start-up and every `watch.rescan_seconds` covers lost events and downtime.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from lorad.junk import is_arriving_folder
+from lorad.logs import log
+from lorad.settings import WatchSettings
+
+# Filesystems where inotify does not see changes made by other machines or by the host.
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs",
+              "lustre", "beegfs", "gpfs", "davfs", "vboxsf", "virtiofs", "sshfs", "ncpfs",
+              "fuseblk", "drvfs", "prl_fs", "vmhgfs")
+CHECK_INTERVAL = 0.25  # how often a folder that is still arriving is fingerprinted again
+
+Fingerprint = tuple[int, frozenset[tuple[str, int, int]]]
+
+
+def fingerprint(folder: Path) -> Fingerprint:
+    """(file count, {(relative path, size, mtime_ns)}) of everything below folder."""
+    entries = set()
+    for root, dirs, files in os.walk(folder):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            entries.add((os.path.relpath(path, folder), st.st_size, st.st_mtime_ns))
+    return len(entries), frozenset(entries)
+
+
+def _unescape(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+
+
+def filesystem_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the filesystem holding path (longest mount-point prefix), or None."""
+    try:
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, best_type = "", None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = _unescape(fields[4])
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, best_type = mount, right.split()[0]
+    return best_type
+
+
+def needs_polling(fs_type: str | None) -> bool:
+    return fs_type is not None and (fs_type in NETWORK_FS or fs_type.startswith("fuse."))
+
+
+@dataclass
+class Candidate:
+    path: Path
+    fingerprint: Fingerprint | None = None
+    changed_at: float = 0.0
+    checked_at: float = float("-inf")
+
+
+class _Nudge(FileSystemEventHandler):
+    def __init__(self, on_event: Callable[[], None]) -> None:
+        self.on_event = on_event
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.on_event()
+
+
+class Inbox:
+    """Finds the inbox folders that are ready to become jobs. Not thread-safe: one caller."""
+
+    def __init__(self, inbox: Path, settings: WatchSettings, wake: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.inbox = inbox
+        self.settings = settings
+        self.wake = wake or threading.Event()
+        self.clock = clock
+        self.candidates: dict[str, Candidate] = {}
+        self.observer: BaseObserver | None = None
+        self.mode = "none"
+        self._dirty = threading.Event()
+        self._next_rescan = float("-inf")
+        self._reported: set[str] = set()
+        self.outside_links: list[Path] = []
+
+    # ---- observing -----------------------------------------------------------------------
+    def start(self) -> str:
+        """Start watching; returns the mode used ("native" or "poll")."""
+        mode = self.settings.mode
+        if mode == "auto":
+            fs_type = filesystem_type(self.inbox)
+            mode = "poll" if needs_polling(fs_type) else "native"
+            if mode == "poll":
+                log.info("inbox %s is on %s: polling every %ss", self.inbox, fs_type,
+                         self.settings.poll_seconds)
+        if mode == "native":
+            try:
+                self.observer = self._schedule(Observer())
+            except OSError as error:  # ENOSPC/EMFILE: out of inotify watches or instances
+                log.warning("cannot watch %s with inotify (%s); polling instead. Raise "
+                            "fs.inotify.max_user_watches / max_user_instances to fix this.",
+                            self.inbox, error)
+                mode = "poll"
+        if mode == "poll":
+            self.observer = self._schedule(PollingObserver(timeout=self.settings.poll_seconds))
+        self.mode = mode
+        self._dirty.set()
+        return mode
+
+    def _schedule(self, observer: BaseObserver) -> BaseObserver:
+        observer.schedule(_Nudge(self._nudge), str(self.inbox), recursive=False)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+    def _nudge(self) -> None:
+        self._dirty.set()
+        self.wake.set()
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(timeout=5)
+            self.observer = None
+
+    # ---- settling ------------------------------------------------------------------------
+    def rescan(self) -> None:
+        """Look at every top-level entry of the inbox."""
+        self._next_rescan = self.clock() + self.settings.rescan_seconds
+        try:
+            names = set(os.listdir(self.inbox))
+        except FileNotFoundError:
+            log.error("the inbox %s does not exist", self.inbox)
+            return
+        for name in list(self.candidates):
+            if name not in names:
+                del self.candidates[name]
+        for name in names:
+            if name not in self.candidates and not is_arriving_folder(name):
+                self._consider(name)
+        self._reported &= names
+
+    def _consider(self, name: str) -> None:
+        path = self.inbox / name
+        if path.is_symlink():
+            target = Path(os.path.realpath(path))
+            inbox = Path(os.path.realpath(self.inbox))
+            if inbox not in target.parents:
+                self.outside_links.append(path)  # refused by the caller, with its reason
+            elif target.parent != inbox and target.is_dir():
+                self.candidates[name] = Candidate(target)
+            # A link to another top-level folder: that folder is taken on its own.
+            return
+        if path.is_dir():
+            self.candidates[name] = Candidate(path)
+        elif name not in self._reported:
+            self._reported.add(name)
+            log.warning("%s is a file, not a subject folder: put photos into a folder "
+                        "and drop the folder into the inbox", path)
+
+    def forget(self, name: str) -> None:
+        self.candidates.pop(name, None)
+
+    def take_outside_links(self) -> list[Path]:
+        """Top-level symbolic links that point out of the inbox (never taken as subjects)."""
+        links, self.outside_links = self.outside_links, []
+        return links
+
+    def poll(self) -> list[Path]:
+        """Folders that have settled since the last call (each returned once)."""
+        now = self.clock()
+        if self._dirty.is_set() or now >= self._next_rescan:
+            self._dirty.clear()
+            self.rescan()
+        ready = []
+        for name, cand in list(self.candidates.items()):
+            if now - cand.checked_at < CHECK_INTERVAL:
+                continue
+            cand.checked_at = now
+            try:
+                current = fingerprint(cand.path)
+            except OSError:
+                continue
+            if current != cand.fingerprint:
+                cand.fingerprint, cand.changed_at = current, now
+            marker = (cand.path / self.settings.ready_marker).exists()
+            if marker or now - cand.changed_at >= self.settings.settle_seconds:
+                del self.candidates[name]
+                ready.append(cand.path)
+        return ready
+
+    def next_check_in(self) -> float:
+        """Seconds until poll() has something to do."""
+        now = self.clock()
+        waits = [self._next_rescan - now]
+        if self.candidates:
+            waits.append(CHECK_INTERVAL)
+        return max(0.0, min(waits))

@@ -1,0 +1,1 @@
+"""Stand-in for Hugging Face accelerate: only `python -m accelerate.commands.launch`."""

@@ -1,0 +1,1 @@
+"""Shared code of the stand-in trainer scripts (Kohya keeps its shared code in library/ too)."""
