@@ -37,7 +37,8 @@ def start_time(pid: int) -> int | None:
 
 def spawn(store: Store, kind: str, job_ids: list[int], argv: list[str], **kwargs: Any
           ) -> subprocess.Popen:
-    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    kwargs["start_new_session"] = True
+    proc = subprocess.Popen(argv, **kwargs)
     started = start_time(proc.pid)
     if started is not None:
         store.add_child(proc.pid, started, kind, job_ids)

@@ -1,15 +1,19 @@
-"""Prepare: read lora.toml, refuse duplicates, check and convert the photos, lay out the dataset.
+"""Prepare: read lora.toml, check and convert the photos, lay out the dataset, refuse duplicates.
 
 Reads work/<id>/source (never changes it); writes work/<id>/dataset and the report to the outbox.
+The conversion runs in a child process (lorad.preparer), so the image libraries never load here.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from lorad import children
 from lorad.context import Context
-from lorad.dataset import PrepareOptions, content_fingerprint, prepare_dataset
-from lorad.errors import Rejected
+from lorad.errors import Rejected, StageFailed
 from lorad.fsutil import atomic_copy
 from lorad.outbox import take_folder
+from lorad.preparer import PrepareFailed, request, run_preparer
 from lorad.store import Job
 from lorad.subject import SubjectError, load_subject
 
@@ -22,15 +26,6 @@ def run(ctx: Context, job: Job) -> None:
     except SubjectError as error:
         raise Rejected(str(error)) from None
     assert subject.token and subject.model
-    fingerprint = content_fingerprint(paths.source, settings.watch.ignore)
-    earlier = store.register_content(job.id, fingerprint, subject.token, subject.model,
-                                     subject.allow_duplicate)
-    if earlier is not None:
-        raise Rejected(
-            f"these photos were already dropped as job {earlier.id} ({earlier.name}, "
-            f"token {earlier.token}, now {earlier.state}); to train them again anyway, add "
-            "allow_duplicate = true to lora.toml, or give it another token or model"
-        )
     store.update(job.id, settings=subject.model_dump(mode="json"), token=subject.token,
                  model=subject.model)
     ctx.log(job).info("preparing %s as token %s for model %s", paths.source, subject.token,
@@ -39,11 +34,26 @@ def run(ctx: Context, job: Job) -> None:
     def progress(done: int, total: int) -> None:
         store.set_progress(job.id, done / max(total, 1), f"{done}/{total} images checked")
 
+    def spawn(argv: list[str], **kwargs: object) -> object:
+        return children.spawn(store, "prepare", [job.id], argv, **kwargs)
+
     strict = settings.prepare.strict if subject.strict is None else subject.strict
-    options = PrepareOptions(token=subject.token, prefix=subject.prefix, repeats=subject.repeats,
-                             strict=strict, settings=settings.prepare,
-                             ignore=list(settings.watch.ignore))
-    result = prepare_dataset(paths.source, paths.dataset, options, progress=progress)
+    req = request(paths.source, paths.dataset, token=subject.token, prefix=subject.prefix,
+                  repeats=subject.repeats, strict=strict, settings=settings.prepare,
+                  ignore=list(settings.watch.ignore))
+    try:
+        result = run_preparer(req, on_progress=progress, should_stop=ctx.stopping.is_set,
+                              spawn=spawn)
+    except PrepareFailed as error:
+        raise StageFailed(str(error)) from None
+    earlier = store.register_content(job.id, result.fingerprint, subject.token, subject.model,
+                                     subject.allow_duplicate)
+    if earlier is not None:
+        raise Rejected(
+            f"these photos were already dropped as job {earlier.id} ({earlier.name}, "
+            f"token {earlier.token}, now {earlier.state}); to train them again anyway, add "
+            "allow_duplicate = true to lora.toml, or give it another token or model"
+        )
     for line in result.warnings:
         store.event(job.id, line, level="warning")
     if not result.usable:
@@ -52,8 +62,8 @@ def run(ctx: Context, job: Job) -> None:
         store.event(job.id, line, level="warning")
     outbox = take_folder(settings.outbox, subject.token, job.id,
                          {"token": subject.token, "model": subject.model, "jobs": [job.id]})
-    atomic_copy(result.report_path, outbox / "report.json")
-    atomic_copy(result.sheet_path, outbox / "dataset.png")
+    atomic_copy(Path(result.report_path), outbox / "report.json")
+    atomic_copy(Path(result.sheet_path), outbox / "dataset.png")
     store.update(job.id, outbox_dir=str(outbox),
                  train={**job.train, "images": result.accepted, "repeats": result.repeats})
     store.event(job.id, result.message)
