@@ -258,8 +258,16 @@ def retry(env: Env, job: str) -> None:
 @pass_env
 def cancel(env: Env, job: str) -> None:
     """Stop a job (a running training gets SIGTERM, then SIGKILL)."""
-    _act(env, job, actions.cancel, "job {job.id}: {job.state}"
-         " (a running stage stops within seconds; finished epochs are kept)")
+    store, found = env.job(job)
+    try:
+        cancelled = actions.cancel(store, found)
+    except RequestError as error:
+        fail(str(error))
+    if cancelled.state == "cancelled":
+        console.print(f"job {cancelled.id} cancelled", highlight=False)
+    else:
+        console.print(f"job {cancelled.id}: cancel requested; the running {cancelled.stage} stage "
+                      "stops within seconds (finished epochs are kept)", highlight=False)
 
 
 @main.command()
@@ -338,13 +346,16 @@ def prepare(env: Env, subject_dir: Path, out: Path, token: str | None, no_captio
 @pass_env
 def doctor(env: Env, send_test: bool) -> None:
     """Check the configuration and the machine; exit 1 if anything fails."""
+    from rich.markup import escape
+
     from lorad.doctor import run_checks
 
     colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
     worst = "OK"
     for check in run_checks(env.config, send_test=send_test):
-        console.print(f"[{colours[check.status]}]{check.status:4}[/] {check.name}: "
-                      f"{check.message}", highlight=False)
+        # One line per check, never wrapped (messages name keys like [models.sd15]: no markup).
+        console.print(f"[{colours[check.status]}]{check.status:4}[/] {escape(check.name)}: "
+                      f"{escape(check.message)}", highlight=False, soft_wrap=True)
         if check.status == "FAIL":
             worst = "FAIL"
     sys.exit(1 if worst == "FAIL" else 0)

@@ -305,7 +305,8 @@ def _recover(ctx: Context, job: Job, gpu: int, train: dict[str, Any], failure: F
     store.update(job.id, attempts=attempts)
     limit = ctx.settings.kohya.max_attempts
     if attempts >= limit:
-        raise StageFailed(f"{failure.message} (gave up after {attempts} attempts)")
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        raise StageFailed(f"{failure.message} (gave up after {tries})")
     store.event(job.id, f"{failure.message}; trying again ({attempts + 1} of {limit}), from the "
                         "last finished epoch", level="warning")
     log.warning("%s; trying again (%d of %d)", failure.message, attempts + 1, limit)
