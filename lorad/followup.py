@@ -15,7 +15,8 @@ from typing import Any
 
 from lorad.context import Context
 from lorad.errors import StageFailed
-from lorad.fsutil import atomic_copy, atomic_write_text, link_or_copy, same_file, unique_path
+from lorad.fsutil import (atomic_copy, atomic_write_json, atomic_write_text, link_or_copy,
+                          same_file, unique_path)
 from lorad.logs import log
 from lorad.outbox import read_owner, write_owner
 from lorad.store import FINAL, Job
@@ -118,6 +119,15 @@ def _copy_dataset(work_dataset: Path, outbox_dataset: Path, target: Path, token:
     folder_name = source_dir.name if source_dir != outbox_dataset else f"{repeats}_{token}"
     for path in files:
         link_or_copy(path, target / "training_images" / folder_name / path.name)
+    manifest = work_dataset / "manifest.json"
+    if source_dir != outbox_dataset and manifest.is_file():
+        link_or_copy(manifest, target / "manifest.json")
+        return
+    images = [{"name": p.name, "source": p.name, "user_caption": False}
+              for p in files if p.suffix == ".png"]
+    atomic_write_json(target / "manifest.json", {
+        "token": token, "repeats": repeats, "images": images,
+        "train_dir": f"training_images/{folder_name}"})
 
 
 def pick(ctx: Context, job: Job, epoch: int) -> Path:

@@ -29,7 +29,7 @@ def masked(url: str) -> str:
     service = apprise.Apprise.instantiate(url, suppress_exceptions=True)
     if not service:
         return f"{url.split('://', 1)[0]}://… (not a URL Apprise understands)"
-    return service.url(privacy=True)
+    return label(service)
 
 
 def build_apprise(settings: NotifySettings) -> apprise.Apprise:
@@ -43,7 +43,15 @@ def build_apprise(settings: NotifySettings) -> apprise.Apprise:
         config = apprise.AppriseConfig(asset=asset)
         if not config.add(str(settings.config)) or not ap.add(config):
             log.error("notify.config: cannot read %s", settings.config)
+    for service in ap.find("all"):
+        service.socket_connect_timeout = settings.timeout_seconds
+        service.socket_read_timeout = settings.timeout_seconds
     return ap
+
+
+def label(service: Any) -> str:
+    """How a target is named in logs, events and `lorad show`: secrets masked, options left out."""
+    return str(service.url(privacy=True)).split("?", 1)[0]
 
 
 def check_urls(settings: NotifySettings) -> list[str]:
@@ -104,11 +112,9 @@ class Sender:
         attach = note["attach"] if note["attach"] and Path(note["attach"]).is_file() else None
         errors = []
         for service in targets:
-            key = service.url(privacy=True)
+            key = label(service)
             if status.get(key) == "sent":
                 continue
-            for name in ("socket_connect_timeout", "socket_read_timeout"):
-                setattr(service, name, self.settings.timeout_seconds)
             ok = self._deliver(service, note, attach)
             status[key] = "sent" if ok else "failed"
             if not ok:

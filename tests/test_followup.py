@@ -1,0 +1,152 @@
+"""After training: resume for more epochs, or pick an earlier one, by command or by file."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from lorad import followup
+from lorad.followup import RequestError
+from lorad.fsutil import file_hash
+from lorad.stages import deliver, train
+from tests.jobs import arg, context, prepared_job, trainer_runs
+
+
+def train_and_deliver(ctx, job_id: int) -> None:
+    train.run(ctx, ctx.store.get(job_id), 0)
+    deliver.run(ctx, ctx.store.get(job_id))
+    ctx.store.update(job_id, state="done", stage="done", finished_at=time.time())
+
+
+def outbox_epochs(ctx, token: str = "alice") -> list[str]:
+    return sorted(p.name for p in (ctx.settings.outbox / token).glob(f"{token}-*.safetensors"))
+
+
+@pytest.fixture
+def done_job(config):
+    ctx = context(config(deliver={"copy_to": [str(Path(config().parent) / "loras")]}))
+    job_id = prepared_job(ctx, subject={"epochs": 3})
+    train_and_deliver(ctx, job_id)
+    return ctx, job_id
+
+
+def test_resume_continues_from_the_saved_state_with_real_epoch_numbers(done_job, fake_trainer):
+    ctx, job_id = done_job
+    child = followup.resume(ctx, ctx.store.get(job_id), epochs=2)
+    assert (child.stage, child.parent_id) == ("train", job_id)
+    train_and_deliver(ctx, child.id)
+    argv = trainer_runs(fake_trainer())[-1]["argv"]
+    assert "--resume" in argv and arg(argv, "--initial_epoch") == "4"
+    assert arg(argv, "--max_train_epochs") == "5"
+    assert outbox_epochs(ctx) == [f"alice-{n:06d}.safetensors" for n in range(1, 6)]
+    out = ctx.settings.outbox / "alice"
+    assert file_hash(out / "alice.safetensors") == file_hash(out / "alice-000005.safetensors")
+    assert (out / f"train-job{child.id}.log").is_file()  # the first training's log stays too
+    assert (out / "train.log").is_file()
+
+
+def test_resume_from_weights_when_the_work_folder_was_cleaned(done_job, fake_trainer):
+    ctx, job_id = done_job
+    shutil.rmtree(ctx.paths(ctx.store.get(job_id)).root)  # someone cleaned the work area
+    child = followup.resume(ctx, ctx.store.get(job_id), epochs=2, from_epoch=3)
+    train_and_deliver(ctx, child.id)
+    argv = trainer_runs(fake_trainer())[-1]["argv"]
+    assert "--resume" not in argv
+    assert arg(argv, "--network_weights").endswith("alice-000003.safetensors")
+    assert arg(argv, "--max_train_epochs") == "2"  # Kohya counts from 1 again...
+    # ...and lorad names the files after the epochs they really are.
+    assert outbox_epochs(ctx) == [f"alice-{n:06d}.safetensors" for n in range(1, 6)]
+    samples = sorted(p.name for p in (ctx.settings.outbox / "alice" / "samples").glob("*.png"))
+    assert "alice_e000005_00.png" in samples
+
+
+def test_resume_from_an_earlier_epoch_keeps_the_files_it_replaces(done_job):
+    ctx, job_id = done_job
+    out = ctx.settings.outbox / "alice"
+    old_third = file_hash(out / "alice-000003.safetensors")
+    child = followup.resume(ctx, ctx.store.get(job_id), epochs=1, from_epoch=2)
+    train_and_deliver(ctx, child.id)
+    kept = list((out / "replaced").rglob("alice-000003.safetensors"))
+    assert len(kept) == 1 and file_hash(kept[0]) == old_third
+
+
+def test_resume_refuses_what_cannot_be_done(done_job):
+    ctx, job_id = done_job
+    job = ctx.store.get(job_id)
+    with pytest.raises(RequestError, match="epoch 9 of alice is not in"):
+        followup.resume(ctx, job, epochs=2, from_epoch=9)
+    with pytest.raises(RequestError, match="epochs must be 1 to"):
+        followup.resume(ctx, job, epochs=0)
+    followup.resume(ctx, job, epochs=1)
+    with pytest.raises(RequestError, match="still working on this LoRA"):
+        followup.resume(ctx, job, epochs=1)
+
+
+def test_pick_makes_an_earlier_epoch_the_lora(done_job):
+    ctx, job_id = done_job
+    out = ctx.settings.outbox / "alice"
+    final = followup.pick(ctx, ctx.store.get(job_id), 2)
+    assert final == out / "alice.safetensors"
+    assert file_hash(final) == file_hash(out / "alice-000002.safetensors")
+    assert (out / "alice-000003.safetensors").is_file()  # the previous final, under its epoch
+    copied = Path(ctx.settings.deliver.copy_to[0]) / "alice.safetensors"
+    assert file_hash(copied) == file_hash(final)
+    with pytest.raises(RequestError, match="no epoch 7"):
+        followup.pick(ctx, ctx.store.get(job_id), 7)
+
+
+def _request(ctx, name: str, text: str) -> Path:
+    path = ctx.settings.outbox / "alice" / name
+    path.write_text(text)
+    old = time.time() - 5  # written a while ago: finished
+    import os
+
+    os.utime(path, (old, old))
+    return path
+
+
+def test_a_pick_file_in_the_outbox_is_acted_on(done_job):
+    ctx, _ = done_job
+    request = _request(ctx, "pick.toml", "epoch = 1\n")
+    followup.scan_requests(ctx)
+    out = request.parent
+    assert not request.exists()
+    assert "epoch 1 copied" in (out / "pick.done.toml").read_text()
+    assert file_hash(out / "alice.safetensors") == file_hash(out / "alice-000001.safetensors")
+
+
+def test_a_resume_file_in_the_outbox_queues_a_follow_up(done_job):
+    ctx, job_id = done_job
+    _request(ctx, "resume.toml", "epochs = 2\nfrom = 3\n")
+    followup.scan_requests(ctx)
+    children = [j for j in ctx.store.jobs() if j.parent_id == job_id]
+    assert len(children) == 1 and children[0].train["target"] == 5
+    done = (ctx.settings.outbox / "alice" / "resume.done.toml").read_text()
+    assert f"queued as job {children[0].id}" in done
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("epochs = 'three'\n", "epochs must be a whole number"),
+    ("epochs = 2\nfrm = 3\n", "unknown key 'frm'"),
+    ("epochs = \n", "not valid TOML"),
+    ("from = 2\n", "needs epochs = N"),
+    ("epochs = 2\nfrom = 99\n", "epoch 99 of alice is not in"),
+])
+def test_a_bad_resume_file_gets_an_error_file_with_the_reason(done_job, text, reason):
+    ctx, job_id = done_job
+    request = _request(ctx, "resume.toml", text)
+    followup.scan_requests(ctx)
+    error = request.with_name("resume.error.txt").read_text()
+    assert reason in error and not request.exists()
+    assert [j for j in ctx.store.jobs() if j.parent_id == job_id] == []
+
+
+def test_a_request_still_being_written_waits(done_job):
+    ctx, _ = done_job
+    request = ctx.settings.outbox / "alice" / "pick.toml"
+    request.write_text("epoch = ")
+    followup.scan_requests(ctx)
+    assert request.exists()  # not read yet: it is too fresh
