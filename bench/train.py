@@ -114,7 +114,7 @@ def main() -> None:
     loop = back_to_back(root, config, args.jobs)
     print(f"{args.jobs} jobs x {args.epochs} epochs x {args.epoch_seconds:g} s on one GPU slot"
           f"{' (captioning on the CPU)' if args.caption else ''}")
-    print(f"  trainings, each (lorad's record): "
+    print("  trainings, each (lorad's record): "
           + ", ".join(f"{end - start:.2f}s" for start, end in spans))
     print(f"  idle gaps between trainings: {', '.join(f'{g * 1000:.0f} ms' for g in gaps)}")
     print(f"  total idle gap: {sum(gaps):.3f} s  (target < 2 s: "

@@ -47,6 +47,7 @@ class Daemon:
         self.lock = PidLock(settings.state_dir)
         self.sd = SystemdNotifier.from_env()
         self.ctx: Context | None = None
+        self.stopping = threading.Event()  # set by SIGTERM/SIGINT, also during start-up
         self.busy: dict[int, str] = {}
         self.slots: dict[int, int | str | None] = {gpu: None for gpu in settings.gpus}
         self.captioner: threading.Thread | None = None
@@ -63,26 +64,27 @@ class Daemon:
         for folder in (settings.inbox, settings.outbox, settings.failed_dir, settings.work_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_path)
-        self.ctx = Context(settings, store)
+        self.ctx = Context(settings, store, self.stopping)
         children.reap_orphans(store)
         ingest.recover_claims(self.ctx)
         ingest.recover_rejections(self.ctx)
         for job in store.recover():
-            log.info("job %d (%s) continues at the %s stage", job.id, job.token or job.name,
-                     job.stage)
+            for_job(job.id, job.token or job.name).info("continues at the %s stage", job.stage)
         self.inbox = Inbox(settings.inbox, settings.watch, self.wake)
         mode = self.inbox.start()
         self.inbox.rescan()
         self.sender = notify.Sender(store, settings.notify)
-        self._spawn(self.sender.run, self.ctx.stopping, name="lorad-notify")
+        self.sender_thread = threading.Thread(target=self.sender.run, args=(self.ctx.stopping,),
+                                              name="lorad-notify", daemon=True)
+        self.sender_thread.start()
         log.info("lorad is watching %s (%s), GPUs %s, state in %s", settings.inbox, mode,
                  settings.gpus, settings.state_dir)
         self.sd.ready(self.status_line())
 
     def request_stop(self, *_: Any) -> None:
-        if self.ctx and not self.ctx.stopping.is_set():
+        if not self.stopping.is_set():
             log.info("stopping: no new folders; unfinished jobs continue at the next start")
-            self.ctx.stopping.set()
+            self.stopping.set()
         self.wake.set()
 
     def run(self) -> int:
@@ -111,7 +113,10 @@ class Daemon:
             self.sd.extend_timeout(grace)
             for thread in self.threads:
                 thread.join(timeout=1.0)
-        self.cpu.shutdown(wait=True)
+        self.cpu.shutdown(wait=True, cancel_futures=True)  # not started: waits in the store
+        # A notification in flight may wait on a slow service: it stays queued in the store
+        # and is sent at the next start; stopping does not wait for it.
+        self.sender_thread.join(timeout=2.0)
         self.ctx.store.close()
         self.lock.release()
         log.info("lorad stopped")
@@ -134,13 +139,13 @@ class Daemon:
             self.reload()
         for link in self.inbox.take_outside_links():
             job_id = ingest.reject_link(ctx, link, Path(link).resolve())
-            self._announce(ctx.store.get(job_id), "rejected")
-        for folder in self.inbox.poll():
-            if ctx.stopping.is_set():
-                break
-            job_id = ingest.claim(ctx, folder)
             if job_id is not None:
-                log.info("job %d: %s arrived", job_id, folder.name)
+                self._announce(ctx.store.get(job_id), "rejected")
+        ready = self.inbox.poll()
+        if ready and not ctx.stopping.is_set():  # else they stay, for the next start
+            for folder, job_id in zip(ready, ingest.claim_all(ctx, ready), strict=True):
+                if job_id is not None:
+                    log.info("job %d: %s arrived", job_id, folder.name)
         if time.monotonic() >= self._next_request_scan:
             from lorad.followup import scan_requests
 
@@ -205,6 +210,8 @@ class Daemon:
             started = [store.get(j.id) for j in jobs if self._begin(j, "caption")]
             if not started:
                 return
+            for job in started:
+                for_job(job.id, job.token).info("captioning its images with BLIP")
             env = children.child_env(env_extra)
             results = caption.with_blip(ctx, started, env, ctx.stopping.is_set)
             for job in started:
@@ -285,6 +292,7 @@ class Daemon:
             store.requeue(job.id, stage, (RUNNING[stage],))
             store.event(job.id, f"the daemon stopped during {stage}; it continues at the next "
                                 "start")
+            jlog.info("stopped during %s; it continues there at the next start", stage)
             return
         if error is None and store.cancel_requested(job.id):
             error = Cancelled("cancelled by request")
@@ -342,12 +350,12 @@ class Daemon:
     def status_line(self) -> str:
         ctx = self.ctx
         assert ctx is not None
-        jobs = ctx.store.jobs(("queued", *RUNNING.values()))
-        parts = [f"{sum(j.state == 'queued' for j in jobs)} queued"]
-        for job in jobs:
+        # Counted, not read: this runs at every turn of the loop, and the queue can be long.
+        parts = [f"{ctx.store.count_state('queued')} queued"]
+        for job in ctx.store.jobs(tuple(RUNNING.values())):
             if job.state == "training":
                 parts.append(f"training {job.token} {job.progress:.0%}")
-            elif job.state != "queued":
+            else:
                 parts.append(f"{job.state} {job.token or job.name}")
         parts.append(f"{ctx.store.count_finished('done', time.time() - 86400)} done today")
         return ", ".join(parts)

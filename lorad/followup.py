@@ -15,8 +15,14 @@ from typing import Any
 
 from lorad.context import Context
 from lorad.errors import StageFailed
-from lorad.fsutil import (atomic_copy, atomic_write_json, atomic_write_text, link_or_copy,
-                          same_file, unique_path)
+from lorad.fsutil import (
+    atomic_copy,
+    atomic_write_json,
+    atomic_write_text,
+    link_or_copy,
+    same_file,
+    unique_path,
+)
 from lorad.logs import log
 from lorad.outbox import read_owner, write_owner
 from lorad.store import FINAL, Job

@@ -10,14 +10,16 @@ import fnmatch
 import re
 from collections.abc import Iterable
 
-JUNK_FILES = ("*.ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", ".localized")
+JUNK_FILES = ("*.ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", ".localized",
+              "._*")  # ._name: macOS AppleDouble resource forks, written next to copied files
 JUNK_DIRS = ("__macosx", "@eadir", ".appledouble", ".spotlight-v100", ".trashes", ".fseventsd",
-             "$recycle.bin", ".stfolder", ".stversions", ".sync", ".thumbnails")
+             "$recycle.bin", ".stfolder", ".stversions", ".sync", ".thumbnails",
+             # what NAS shares and filesystems keep at their top level (the inbox may be one)
+             "lost+found", "#recycle", "#snapshot", "system volume information")
 # In-progress downloads and copies: their presence means the folder may still be arriving.
 PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".filepart",
                     ".!qb", ".opdownload", ".aria2", ".syncthing.tmp", ".sb-")
 PARTIAL_PATTERNS = (
-    "._*",  # macOS AppleDouble resource forks
     "~$*",  # Office lock files
     ".~lock.*#",  # LibreOffice lock files
     ".syncthing.*.tmp",

@@ -43,6 +43,7 @@ def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # Python warnings too get a priority, not raw stderr lines
     # Libraries chatter at INFO (watchdog, apprise); keep the daemon's own lines readable.
     for name in ("watchdog", "apprise"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -11,8 +11,9 @@ from lorad.settings import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from lorad.daemon import Daemon
 
-# Folders, GPUs and the watch mode are fixed for the daemon's lifetime.
-NEEDS_RESTART = ("inbox", "outbox", "state_dir", "failed", "gpus")
+# Folders, GPUs, the watch mode and the log level (set up once, maybe by --log-level) are fixed
+# for the daemon's lifetime.
+NEEDS_RESTART = ("inbox", "outbox", "state_dir", "failed", "gpus", "log_level")
 
 
 def reload_settings(daemon: Daemon) -> Settings:
@@ -20,7 +21,8 @@ def reload_settings(daemon: Daemon) -> Settings:
     try:
         new = load_settings(daemon.config_path)
     except ConfigError as error:
-        log.error("configuration not reloaded, the running one stays:\n%s", error)
+        problems = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        log.error("configuration not reloaded, the running one stays: %s", problems)
         return old
     kept = {}
     for key in NEEDS_RESTART:

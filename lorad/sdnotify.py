@@ -18,9 +18,11 @@ class SystemdNotifier:
 
     @classmethod
     def from_env(cls) -> SystemdNotifier:
-        address = os.environ.get("NOTIFY_SOCKET") or None
-        usec = os.environ.get("WATCHDOG_USEC", "")
-        pid = os.environ.get("WATCHDOG_PID", "")
+        """Take the variables out of the environment (as sd_notify's unset_environment does), so
+        that no child process, however it is started, can speak for the daemon."""
+        address = os.environ.pop("NOTIFY_SOCKET", "") or None
+        usec = os.environ.pop("WATCHDOG_USEC", "")
+        pid = os.environ.pop("WATCHDOG_PID", "")
         watchdog = int(usec) if usec.isdigit() and (not pid or pid == str(os.getpid())) else None
         return cls(address, watchdog)
 

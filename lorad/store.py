@@ -225,6 +225,10 @@ class Store:
         ).fetchall()
         return [Job.from_row(r) for r in rows]
 
+    def count_state(self, state: str) -> int:
+        row = self.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()
+        return int(row[0])
+
     def count_finished(self, state: str, since: float) -> int:
         row = self.conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE state = ? AND finished_at > ?", (state, since)
@@ -343,14 +347,18 @@ class Store:
 
     def register_content(self, job_id: int, content_hash: str, token: str, model: str,
                          allow_duplicate: bool) -> Job | None:
-        """Record what a job trains on; return an earlier live job with the same set, if any."""
+        """Record what a job trains on; return a live job that registered the same set first.
+
+        Registrations are serialized (BEGIN IMMEDIATE), so of two copies prepared at the same
+        time, whichever registers second is the duplicate, whatever their ids.
+        """
         with self.transaction():
             self._update(job_id, content_hash=content_hash, token=token, model=model)
             if allow_duplicate:
                 return None
             row = self.conn.execute(
                 "SELECT * FROM jobs WHERE content_hash = ? AND token = ? AND model = ? "
-                "AND id < ? AND kind = 'new' AND state NOT IN ('failed', 'rejected', 'cancelled') "
+                "AND id != ? AND kind = 'new' AND state NOT IN ('failed', 'rejected', 'cancelled') "
                 "ORDER BY id LIMIT 1",
                 (content_hash, token, model, job_id),
             ).fetchone()

@@ -2,16 +2,18 @@
 
 A folder is ready when its fingerprint (relative path, size and mtime of every file, and the file
 count) has not changed for `watch.settle_seconds`, or at once when it holds the ready marker. Any
-change restarts the wait and there is no give-up. Filesystem events only say "look now"; a full
-rescan at start-up and every `watch.rescan_seconds` covers lost events and downtime.
+change restarts the wait and there is no give-up. System litter (.DS_Store, @eaDir/, ...) is left
+out of the fingerprint; an empty folder is never ready. Filesystem events only say "look now"; a
+full rescan at start-up and every `watch.rescan_seconds` covers lost events and downtime.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,30 +22,63 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from lorad.junk import is_arriving_folder
+from lorad.junk import is_arriving_folder, is_junk, is_junk_dir, is_partial
 from lorad.logs import log
 from lorad.settings import WatchSettings
 
 # Filesystems where inotify does not see changes made by other machines or by the host.
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs",
               "lustre", "beegfs", "gpfs", "davfs", "vboxsf", "virtiofs", "sshfs", "ncpfs",
-              "fuseblk", "drvfs", "prl_fs", "vmhgfs")
-CHECK_INTERVAL = 0.25  # how often a folder that is still arriving is fingerprinted again
+              "fuseblk", "drvfs", "prl_fs", "vmhgfs", "fakeowner", "smb2", "afpfs")
+# How often a folder that is still arriving is fingerprinted again: every CHECK_INTERVAL while it
+# changes, less often the longer it stays the same (up to MAX_CHECK_INTERVAL: an empty folder left
+# in the inbox costs little), and always at the moment it would become ready.
+CHECK_INTERVAL = 0.25
+MAX_CHECK_INTERVAL = 2.0
 
 Fingerprint = tuple[int, frozenset[tuple[str, int, int]]]
 
 
-def fingerprint(folder: Path) -> Fingerprint:
-    """(file count, {(relative path, size, mtime_ns)}) of everything below folder."""
+def _counts(name: str, ignore: Iterable[str]) -> bool:
+    """Whether an entry is part of a folder's fingerprint.
+
+    System litter (.DS_Store, Thumbs.db, @eaDir/, ...) and the extra ignore patterns are left out,
+    so that a file browser or an indexer touching them cannot hold a folder up forever. Partial
+    downloads and copies stay in: a growing .part file means the folder is still arriving.
+    """
+    return is_partial(name) or not (is_junk(name, ignore) or is_junk_dir(name))
+
+
+def fingerprint(folder: Path, ignore: Iterable[str] = ()) -> Fingerprint:
+    """(file count, {(relative path, size, mtime_ns)}) of the files below folder that count.
+
+    Symbolic links are recorded as links and never followed. Raises OSError when folder itself
+    cannot be listed (it vanished); unreadable subfolders are left out.
+    """
+    ignore = tuple(ignore)
     entries = set()
-    for root, dirs, files in os.walk(folder):
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            path = os.path.join(root, name)
+    pending = [(str(folder), "")]
+    while pending:
+        path, prefix = pending.pop()
+        try:
+            with os.scandir(path) as listing:
+                items = list(listing)
+        except OSError:
+            if not prefix:
+                raise
+            continue
+        for item in items:
+            if not _counts(item.name, ignore):
+                continue
+            rel = prefix + item.name
             try:
-                st = os.lstat(path)
+                if item.is_dir(follow_symlinks=False):
+                    pending.append((item.path, rel + "/"))
+                    continue
+                st = item.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            entries.add((os.path.relpath(path, folder), st.st_size, st.st_mtime_ns))
+            entries.add((rel, st.st_size, st.st_mtime_ns))
     return len(entries), frozenset(entries)
 
 
@@ -121,10 +156,13 @@ class Inbox:
         if mode == "native":
             try:
                 self.observer = self._schedule(Observer())
-            except OSError as error:  # ENOSPC/EMFILE: out of inotify watches or instances
-                log.warning("cannot watch %s with inotify (%s); polling instead. Raise "
-                            "fs.inotify.max_user_watches / max_user_instances to fix this.",
-                            self.inbox, error)
+            except OSError as error:
+                hint = ""
+                if error.errno in (errno.ENOSPC, errno.EMFILE):  # out of watches or instances
+                    hint = (" Raise fs.inotify.max_user_watches / max_user_instances "
+                            "(sysctl) to fix this.")
+                log.warning("cannot watch %s with inotify (%s); polling every %ss instead.%s",
+                            self.inbox, error, self.settings.poll_seconds, hint)
                 mode = "poll"
         if mode == "poll":
             self.observer = self._schedule(PollingObserver(timeout=self.settings.poll_seconds))
@@ -161,9 +199,14 @@ class Inbox:
             if name not in names:
                 del self.candidates[name]
         for name in names:
-            if name not in self.candidates and not is_arriving_folder(name):
+            if name not in self.candidates and not self._skipped(name):
                 self._consider(name)
         self._reported &= names
+
+    def _skipped(self, name: str) -> bool:
+        """Top-level names that are never subjects: still arriving, system litter, ignored."""
+        return (is_arriving_folder(name) or is_junk_dir(name)
+                or is_junk(name, self.settings.ignore))
 
     def _consider(self, name: str) -> None:
         path = self.inbox / name
@@ -199,25 +242,36 @@ class Inbox:
             self.rescan()
         ready = []
         for name, cand in list(self.candidates.items()):
-            if now - cand.checked_at < CHECK_INTERVAL:
+            if now < self._next_check(cand):
                 continue
             cand.checked_at = now
             try:
-                current = fingerprint(cand.path)
+                current = fingerprint(cand.path, self.settings.ignore)
             except OSError:
-                continue
+                continue  # gone or unreadable now: the next rescan sees what happened
             if current != cand.fingerprint:
                 cand.fingerprint, cand.changed_at = current, now
-            marker = (cand.path / self.settings.ready_marker).exists()
+            marker = self._has_marker(current)
+            if current[0] - marker == 0:
+                continue  # empty: a person may have made the folder and not filled it yet
             if marker or now - cand.changed_at >= self.settings.settle_seconds:
                 del self.candidates[name]
                 ready.append(cand.path)
         return ready
 
+    def _next_check(self, cand: Candidate) -> float:
+        quiet = cand.checked_at - cand.changed_at
+        due = cand.checked_at + min(max(CHECK_INTERVAL, quiet / 8), MAX_CHECK_INTERVAL)
+        ready_at = cand.changed_at + self.settings.settle_seconds
+        return min(due, ready_at) if ready_at > cand.checked_at else due
+
+    def _has_marker(self, current: Fingerprint) -> bool:
+        marker = self.settings.ready_marker
+        return bool(marker) and any(rel == marker for rel, _, _ in current[1])
+
     def next_check_in(self) -> float:
         """Seconds until poll() has something to do."""
         now = self.clock()
         waits = [self._next_rescan - now]
-        if self.candidates:
-            waits.append(CHECK_INTERVAL)
+        waits += [self._next_check(cand) - now for cand in self.candidates.values()]
         return max(0.0, min(waits))

@@ -1,0 +1,501 @@
+"""`lorad doctor`: checks the configuration and the machine, one line per finding.
+
+Each check says what it found and what to do about it, with a status: OK, WARN (lorad works, but
+not as well as it could) or FAIL (lorad cannot do its work). Nothing is changed, and nothing is
+sent unless a test notification is asked for. Checks are generators so that the command prints
+each line as soon as it is known (starting Kohya's trainer takes a while).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorad.children import child_env
+from lorad.gpus import gpus as visible_gpus
+from lorad.kohya.command import SCRIPTS
+from lorad.notify import build_apprise, check_urls, masked
+from lorad.settings import ConfigError, ModelSettings, Settings, find_config, load_settings
+from lorad.watcher import filesystem_type, needs_polling
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
+
+GB = 1e9
+# What one training leaves in state_dir and the outbox, by base-model family. Assumed: the
+# presets' epochs (6 for SD1.5, 16 for SDXL) of a network_dim 32 LoRA, each epoch with the
+# training state Kohya saves beside it (weights in fp32 and the optimizer's moments), plus the
+# dataset; the outbox gets every epoch and the samples.
+TRAINING_NEEDS_GB = {"sd15": (2.0, 0.5), "sdxl": (15.0, 4.0)}
+NO_SPACE_GB = 1.0  # under this, not even a dataset can be prepared
+# The guide's figures for training with the presets (kohya.md); less works, more slowly.
+GPU_NEEDS_GB = {"sd15": 8, "sdxl": 10}
+# Below the usual defaults; lorad itself needs one watch and one instance.
+INOTIFY_MINIMUM = {"max_user_watches": 8192, "max_user_instances": 128}
+HELP_TIMEOUT = 180.0  # Kohya's scripts import torch and diffusers before parsing arguments
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str  # OK, WARN or FAIL
+    name: str
+    message: str
+
+
+def run_checks(config_path: Path | None, *, send_test: bool = False) -> Iterator[Check]:
+    """Every check, in order; a configuration that cannot be read is the only line."""
+    try:
+        settings = load_settings(config_path)
+        source = find_config(config_path)
+    except ConfigError as error:
+        found = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        yield Check(FAIL, "configuration",
+                    f"{found}; fix it (the other checks need a valid configuration)")
+        return
+    where = source or "the LORAD_* environment variables"
+    yield Check(OK, "configuration", f"{where} is valid")
+    yield from folders(settings)
+    yield from watching(settings)
+    yield from disk_space(settings)
+    yield from kohya(settings)
+    yield from models(settings)
+    yield blip(settings)
+    yield from gpus(settings)
+    yield from notifications(settings, send_test)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+def user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        return f"uid {os.geteuid()}"
+
+
+def existing(path: Path) -> Path:
+    """path, or its nearest ancestor that exists."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def contains(parent: Path, child: Path) -> bool:
+    parent, child = parent.resolve(), child.resolve()
+    return parent == child or parent in child.parents
+
+
+def families(settings: Settings) -> set[str]:
+    return {model.family for model in settings.models.values()} or {"sd15"}
+
+
+def largest_family(settings: Settings) -> str:
+    return "sdxl" if "sdxl" in families(settings) else "sd15"
+
+
+def hub_name(name: str) -> bool:
+    """Looks like "owner/model" on the Hugging Face hub rather than a local path."""
+    return bool(HUB_NAME.fullmatch(name)) and not name.lower().endswith(MODEL_FILE_SUFFIXES)
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+# ---- folders --------------------------------------------------------------------------------
+def folder_paths(settings: Settings) -> dict[str, Path]:
+    return {"inbox": settings.inbox, "outbox": settings.outbox, "state_dir": settings.state_dir,
+            "failed": settings.failed_dir}
+
+
+def folders(settings: Settings) -> Iterator[Check]:
+    for key, path in folder_paths(settings).items():
+        yield folder(key, path, in_state_dir=contains(settings.state_dir, path))
+    yield layout(settings)
+
+
+def folder(key: str, path: Path, in_state_dir: bool) -> Check:
+    if path.is_dir():
+        if os.access(path, os.W_OK | os.X_OK):
+            return Check(OK, key, f"{path} exists and {user()} can write to it")
+        return Check(FAIL, key, f"{path} is not writable by {user()}; give that user write "
+                                "access (chown or chmod), or run lorad as its owner")
+    if path.exists():
+        return Check(FAIL, key, f"{path} is a file, not a folder; remove it or point {key} "
+                                "elsewhere")
+    parent = existing(path)
+    creatable = os.access(parent, os.W_OK | os.X_OK)
+    if in_state_dir and creatable:
+        return Check(OK, key, f"{path} does not exist yet; lorad creates it when it starts")
+    if in_state_dir:
+        return Check(WARN, key, f"{path} does not exist and {user()} cannot create it in "
+                                f"{parent}; the systemd unit's StateDirectory= creates it, "
+                                f"otherwise create it (mkdir -p) for {user()}")
+    if creatable:
+        return Check(WARN, key, f"{path} does not exist yet; create it now (lorad would when it "
+                                "starts, but the systemd unit's ReadWritePaths= needs it first)")
+    return Check(FAIL, key, f"{path} does not exist and {user()} cannot create it in {parent}; "
+                            f"create it (mkdir -p) and give {user()} write access")
+
+
+def layout(settings: Settings) -> Check:
+    """No folder inside another (failed inside state_dir, its default, excepted)."""
+    named = folder_paths(settings)
+    clashes = []
+    for (key_a, a), (key_b, b) in itertools.combinations(named.items(), 2):
+        nested_failed = key_a == "state_dir" and key_b == "failed" and a.resolve() != b.resolve()
+        if (contains(a, b) or contains(b, a)) and not nested_failed:
+            clashes.append(f"{key_a} ({a}) and {key_b} ({b})")
+    if clashes:
+        return Check(FAIL, "folder layout", f"{'; '.join(clashes)} overlap; give each its own "
+                                            "folder, none inside another")
+    inbox_dev = existing(settings.inbox).stat().st_dev
+    if inbox_dev != existing(settings.state_dir).stat().st_dev:
+        return Check(WARN, "folder layout", "the inbox and state_dir are on different "
+                                            "filesystems, so each folder is copied out of the "
+                                            "inbox instead of moved; put them on one filesystem "
+                                            "to make claiming instant")
+    return Check(OK, "folder layout", "inbox, outbox, state_dir and failed do not overlap, and "
+                                      "folders move out of the inbox with a rename")
+
+
+# ---- watching the inbox -------------------------------------------------------------------
+def watch_mode(settings: Settings) -> tuple[str | None, str]:
+    """The inbox's filesystem type and the mode the watcher will use ("native" or "poll")."""
+    fs_type = filesystem_type(existing(settings.inbox))
+    mode = settings.watch.mode
+    if mode == "auto":
+        mode = "poll" if needs_polling(fs_type) else "native"
+    return fs_type, mode
+
+
+def watching(settings: Settings) -> Iterator[Check]:
+    fs_type, mode = watch_mode(settings)
+    how = ("watched with inotify" if mode == "native"
+           else f"polled every {settings.watch.poll_seconds:g} s")
+    configured = f'watch.mode = "{settings.watch.mode}"'
+    if fs_type is None:
+        yield Check(WARN, "watching", f"cannot tell the inbox's filesystem type, so it is {how} "
+                                      f"({configured}); set watch.mode = \"poll\" if it is a "
+                                      "network share")
+    elif mode == "native" and needs_polling(fs_type):
+        yield Check(WARN, "watching", f"the inbox is on {fs_type}, where inotify misses changes "
+                                      f"made by other machines, but {configured}; set it to "
+                                      '"auto" or "poll"')
+    else:
+        yield Check(OK, "watching", f"the inbox is on {fs_type}: {how} ({configured})")
+    state_fs = filesystem_type(existing(settings.state_dir))
+    if needs_polling(state_fs):
+        yield Check(WARN, "state_dir", f"{settings.state_dir} is on {state_fs}, where SQLite's "
+                                       "locking is unreliable; put state_dir on a local disk")
+    yield inotify_limits(mode)
+
+
+def inotify_limits(mode: str, proc: Path = Path("/proc/sys/fs/inotify")) -> Check:
+    if mode == "poll":
+        return Check(OK, "inotify", "not needed: the inbox is polled")
+    try:
+        found = {name: int((proc / name).read_text()) for name in INOTIFY_MINIMUM}
+    except (OSError, ValueError):
+        return Check(WARN, "inotify", f"cannot read the limits in {proc}; if inotify cannot be "
+                                      "used lorad says so in its log and polls instead")
+    shown = ", ".join(f"{name} = {value}" for name, value in found.items())
+    low = [name for name, value in found.items() if value < INOTIFY_MINIMUM[name]]
+    if low:
+        return Check(WARN, "inotify", f"{shown}: low, and shared by every program of the same "
+                                      "user; raise them with sysctl (e.g. fs.inotify."
+                                      f"{low[0]}={INOTIFY_MINIMUM[low[0]] * 4}), else lorad "
+                                      "falls back to polling when they run out")
+    return Check(OK, "inotify", f"{shown}; lorad needs one of each (it watches the inbox itself, "
+                                "not its subfolders)")
+
+
+# ---- disk space ---------------------------------------------------------------------------
+def disk_space(settings: Settings) -> Iterator[Check]:
+    family = largest_family(settings)
+    state_need, outbox_need = TRAINING_NEEDS_GB[family]
+    state, outbox = existing(settings.state_dir), existing(settings.outbox)
+    if state.stat().st_dev == outbox.stat().st_dev:
+        yield space(f"state_dir and outbox (one filesystem, {state})", state,
+                    state_need + outbox_need, family)
+        return
+    yield space(f"state_dir ({settings.state_dir})", state, state_need, family)
+    yield space(f"outbox ({settings.outbox})", outbox, outbox_need, family)
+
+
+def space(what: str, path: Path, need: float, family: str) -> Check:
+    free = shutil.disk_usage(path).free / GB
+    found = (f"{free:.1f} GB free for {what}, where one {FAMILY_NAMES[family]} training needs "
+             f"about {need:g} GB (assumed: the preset's epochs of a network_dim 32 LoRA, each with "
+             "its saved training state)")
+    if free < NO_SPACE_GB:
+        return Check(FAIL, "disk space", f"{found}; free some space before starting lorad")
+    if free < need:
+        return Check(WARN, "disk space", f"{found}; free some space, or a training may stop "
+                                         "with a full disk")
+    return Check(OK, "disk space", found)
+
+
+# ---- Kohya ----------------------------------------------------------------------------------
+def kohya(settings: Settings) -> Iterator[Check]:
+    sd_scripts = settings.kohya.sd_scripts
+    if not sd_scripts.is_dir():
+        yield Check(FAIL, "Kohya", f"kohya.sd_scripts ({sd_scripts}) does not exist; clone "
+                                   "kohya-ss/sd-scripts there or point kohya.sd_scripts at your "
+                                   "checkout")
+        return
+    scripts = [SCRIPTS[family] for family in sorted(families(settings))]
+    missing = [script for script in scripts if not (sd_scripts / script).is_file()]
+    if missing:
+        yield Check(FAIL, "Kohya", f"{sd_scripts} has no {', '.join(missing)}; it is not a "
+                                   "sd-scripts checkout, so fix kohya.sd_scripts")
+        return
+    python = settings.kohya.python_path()
+    if shutil.which(python) is None:
+        yield Check(FAIL, "Kohya", f"kohya.python ({python}) is not an executable; create "
+                                   "Kohya's virtual environment as its README says, or set "
+                                   "kohya.python")
+        return
+    yield trainer_starts(settings, python)
+    yield accelerate(settings, python)
+    for name, preset in preset_files(settings):
+        if not preset.is_file():
+            yield Check(FAIL, name, f"{preset} does not exist; fix the path or remove the key")
+
+
+def preset_files(settings: Settings) -> Iterator[tuple[str, Path]]:
+    if settings.kohya.preset:
+        yield "kohya.preset", settings.kohya.preset
+    for name, model in settings.models.items():
+        if model.preset:
+            yield f"models.{name}.preset", model.preset
+
+
+def starts(settings: Settings, argv: list[str], timeout: float) -> tuple[bool, str]:
+    """Run argv the way the trainer runs (cwd, environment); (worked, what happened)."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run(argv, cwd=settings.kohya.sd_scripts,
+                              env=child_env(settings.kohya.env), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, errors="replace", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"did not answer within {timeout:g} s"
+    except OSError as error:
+        return False, f"could not be started ({error})"
+    if done.returncode != 0:
+        return False, f"exited with status {done.returncode}: {last_line(done.stderr)}"
+    return True, f"answered in {time.monotonic() - started:.1f} s"
+
+
+def trainer_starts(settings: Settings, python: str) -> Check:
+    # sdxl_train_network.py imports train_network.py: starting it checks both.
+    script = SCRIPTS[largest_family(settings)]
+    argv = [python, str(settings.kohya.sd_scripts / script), "--help"]
+    worked, what = starts(settings, argv, HELP_TIMEOUT)
+    if worked:
+        return Check(OK, "Kohya", f"{script} --help with {python} {what}")
+    return Check(FAIL, "Kohya", f"{script} --help with {python} {what}; install sd-scripts' "
+                                "requirements into that environment")
+
+
+def accelerate(settings: Settings, python: str) -> Check:
+    if not settings.kohya.accelerate:
+        return Check(OK, "accelerate", "not used (kohya.accelerate = false): the trainer runs "
+                                       "with python directly")
+    argv = [python, "-m", "accelerate.commands.launch", "--help"]
+    worked, what = starts(settings, argv, HELP_TIMEOUT)
+    if worked:
+        return Check(OK, "accelerate", f"accelerate launch --help {what}")
+    return Check(FAIL, "accelerate", f"accelerate launch --help {what}; install accelerate into "
+                                     "Kohya's environment or set kohya.accelerate = false")
+
+
+# ---- base models ----------------------------------------------------------------------------
+def models(settings: Settings) -> Iterator[Check]:
+    if not settings.models:
+        yield Check(FAIL, "models", "no [models] table, so there is no base model to train on; "
+                                    "add one, e.g. [models.sd15] with path and family")
+        return
+    for name, model in settings.models.items():
+        yield base_model(f"models.{name}", model)
+
+
+def base_model(name: str, model: ModelSettings) -> Check:
+    path = Path(model.path)
+    if path.is_file():
+        return model_file(name, path, model.family)
+    if path.is_dir():
+        return model_folder(name, path, model.family)
+    if hub_name(model.path):
+        return Check(WARN, name, f"{model.path} is not a file or folder here, so Kohya will "
+                                 "download it from the Hugging Face hub on first use; download "
+                                 "it beforehand if the GPU host has no network")
+    return Check(FAIL, name, f"{path} does not exist; fix {name}.path")
+
+
+def model_file(name: str, path: Path, family: str) -> Check:
+    size = f"{path.stat().st_size / GB:.1f} GB"
+    if path.suffix.lower() != ".safetensors":
+        return Check(OK, name, f"{path} ({size}) exists; its family is not checked (only "
+                               ".safetensors headers are read)")
+    try:
+        found = checkpoint_family(path)
+    except (OSError, ValueError) as error:
+        return Check(FAIL, name, f"{path} is not a readable safetensors file ({error}); download "
+                                 "it again")
+    return family_check(name, f"{path} ({size})", found, family)
+
+
+def model_folder(name: str, path: Path, family: str) -> Check:
+    index = path / "model_index.json"
+    try:
+        pipeline = json.loads(index.read_text()).get("_class_name", "")
+    except (OSError, ValueError, AttributeError):
+        return Check(FAIL, name, f"{path} is a folder without a readable model_index.json, so "
+                                 "not a diffusers model; point the path at a checkpoint file or "
+                                 "a diffusers folder")
+    return family_check(name, f"{path} ({pipeline})", "sdxl" if "XL" in pipeline else "sd15",
+                        family)
+
+
+def family_check(name: str, what: str, found: str | None, family: str) -> Check:
+    if found is None:
+        return Check(WARN, name, f"{what}: its family cannot be told from its contents (is it a "
+                                 f"full checkpoint?); make sure family = \"{family}\" is right")
+    if found != family:
+        return Check(FAIL, name, f"{what} is an {FAMILY_NAMES[found]} model but family = "
+                                 f"\"{family}\"; set family = \"{found}\" or use another file")
+    return Check(OK, name, f"{what}, an {FAMILY_NAMES[found]} model as configured")
+
+
+def checkpoint_family(path: Path) -> str | None:
+    """"sdxl", "sd15" or None (cannot tell), from the tensor names in the header alone."""
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if not 2 <= length <= MAX_HEADER_BYTES:
+            raise ValueError("its header length is not plausible")
+        raw = handle.read(length)
+    if len(raw) < length:
+        raise ValueError("its header is truncated")
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a table of tensors")
+    if any(key.startswith("conditioner.embedders.1.") for key in header):
+        return "sdxl"
+    if any(key.startswith("cond_stage_model.transformer.") for key in header):
+        return "sd15"
+    return None
+
+
+# ---- BLIP -----------------------------------------------------------------------------------
+def hub_cache() -> Path:
+    """The Hugging Face hub cache, found the way huggingface_hub finds it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "huggingface" / "hub"
+
+
+def blip(settings: Settings) -> Check:
+    caption = settings.caption
+    if not caption.enabled:
+        return Check(OK, "BLIP", "captioning is off (caption.enabled = false): images without a "
+                                 "caption of their own get the token alone")
+    if caption.python and shutil.which(caption.python) is None:
+        return Check(FAIL, "BLIP", f"caption.python ({caption.python}) is not an executable; fix "
+                                   "it or leave it empty to use lorad's own python")
+    local = Path(caption.model)
+    if local.is_dir():
+        if (local / "config.json").is_file():
+            return Check(OK, "BLIP", f"{local} is a local model folder")
+        return Check(FAIL, "BLIP", f"{local} has no config.json, so it is not a model folder; "
+                                   "fix caption.model")
+    if not hub_name(caption.model):
+        return Check(FAIL, "BLIP", f"caption.model ({caption.model}) does not exist; fix it")
+    cached = hub_cache() / ("models--" + caption.model.replace("/", "--"))
+    if any((cached / "snapshots").glob("*/config.json")):
+        return Check(OK, "BLIP", f"{caption.model} is in the Hugging Face cache ({cached})")
+    return Check(WARN, "BLIP", f"{caption.model} is not in the Hugging Face cache ({hub_cache()}), "
+                               "so it will be downloaded on first use; run lorad where it can "
+                               "reach huggingface.co once, or set caption.model to a local folder")
+
+
+# ---- GPUs -----------------------------------------------------------------------------------
+def gpus(settings: Settings) -> Iterator[Check]:
+    found = {gpu.index: gpu for gpu in visible_gpus()}
+    if not found:
+        yield Check(WARN, "GPU", "no NVIDIA GPU is visible (nvidia-smi is missing or lists "
+                                 "none); lorad can prepare and caption on the CPU, but training "
+                                 "needs a GPU and its driver")
+        return
+    family = largest_family(settings)
+    need = GPU_NEEDS_GB[family]
+    for index in settings.gpus:
+        gpu = found.get(index)
+        if gpu is None:
+            yield Check(FAIL, f"GPU {index}", f"gpus lists {index} but nvidia-smi shows only "
+                                              f"{sorted(found)}; fix gpus")
+            continue
+        memory = gpu.memory_mib / 1024
+        what = (f"{gpu.name}, {memory:.0f} GB, bf16 "
+                f"{'yes' if gpu.bf16 else 'no (fp16 is used)'}")
+        if memory < need:
+            yield Check(WARN, f"GPU {index}", f"{what}: less than the {need} GB the guide gives "
+                                              f"for {FAMILY_NAMES[family]}, so trainings step down "
+                                              "the out-of-memory ladder (slower)")
+        else:
+            yield Check(OK, f"GPU {index}", what)
+
+
+# ---- notifications --------------------------------------------------------------------------
+def notifications(settings: Settings, send_test: bool) -> Iterator[Check]:
+    notify = settings.notify
+    if not notify.urls and not notify.config:
+        yield Check(WARN, "notifications", "none configured, so nobody is told when a LoRA is "
+                                           "ready; add an Apprise URL to notify.urls")
+        return
+    problems = check_urls(notify)
+    for problem in problems:
+        yield Check(FAIL, "notifications", f"{problem}; fix it (Apprise's documentation shows "
+                                           "each service's URL)")
+    if not problems:
+        targets = [masked(url) for url in notify.urls]
+        if notify.config:
+            targets.append(f"the targets in {notify.config}")
+        yield Check(OK, "notifications", f"{', '.join(targets)} understood (nothing sent)")
+    if send_test:
+        yield test_notification(settings, problems)
+
+
+def test_notification(settings: Settings, problems: list[str]) -> Check:
+    if problems:
+        return Check(WARN, "test notification", "not sent; fix the notification targets first")
+    failed, sent = [], []
+    for service in build_apprise(settings.notify).find("all"):
+        for name in ("socket_connect_timeout", "socket_read_timeout"):
+            setattr(service, name, settings.notify.timeout_seconds)
+        delivered = service.notify(title="lorad: test notification",
+                                   body="lorad doctor --send-test: notifications work.")
+        (sent if delivered else failed).append(service.url(privacy=True))
+    if failed:
+        return Check(FAIL, "test notification", f"could not deliver to {', '.join(failed)}; "
+                                                "check the URL's credentials and the network")
+    return Check(OK, "test notification", f"delivered to {', '.join(sent)}")

@@ -1,0 +1,271 @@
+"""BLIP captioning with a tiny random model: the generation code, the child process, the launcher.
+
+Each child process imports torch (about 3 s here), so the tests that start a real one are few;
+the batching tests run the child's code in this process. `tiny_blip` (conftest.py) is the folder
+that tests/blipfixture.py's build_tiny_blip fills.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lorad.captioner
+from lorad import blip
+from lorad.captioner import (
+    CaptionCancelled,
+    CaptionError,
+    CaptionJob,
+    caption_folder,
+    images_to_caption,
+    run_captioner,
+)
+from lorad.captions import compile_phrases
+from lorad.settings import CaptionSettings
+
+
+def make_images(folder: Path, count: int, start: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(start, start + count):
+        pixels = np.random.default_rng(index).integers(0, 255, (72, 96, 3), dtype=np.uint8)
+        path = folder / f"{index:02d}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def read_captions(paths: list[Path]) -> list[str]:
+    return [path.with_suffix(".txt").read_text(encoding="utf-8") for path in paths]
+
+
+def assert_prefixed_once(caption: str, prefix: str) -> None:
+    assert caption.endswith("\n") and caption.count("\n") == 1
+    assert caption.startswith(prefix) and caption.count(prefix.strip()) == 1
+    assert len(caption) > len(prefix) + 1  # BLIP's words follow the prefix
+
+
+def assert_gone(pid: int) -> None:
+    """The process and its process group no longer exist."""
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+
+
+def test_importing_the_launcher_leaves_torch_and_transformers_out() -> None:
+    code = (
+        "import sys, lorad.captioner, lorad.captions, lorad.blip; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_protocol_keeps_stdout_for_events() -> None:
+    code = (
+        "import os; from lorad.blip import claim_stdout, emitter; "
+        "emit = emitter(claim_stdout()); print('chatter from python', flush=True); "
+        "os.write(1, b'chatter from C\\n'); emit('loaded', model='m')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"event": "loaded", "model": "m"}
+    ]
+    assert "chatter from python" in result.stderr and "chatter from C" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "cuda_count", "device"),
+    [("auto", 0, "cpu"), ("auto", 2, "cuda:0"), ("cpu", 1, "cpu"), ("cuda", 1, "cuda:0"),
+     ("cuda:1", 2, "cuda:1")],
+)
+def test_choose_device(setting: str, cuda_count: int, device: str) -> None:
+    assert blip.choose_device(setting, cuda_count) == device
+
+
+def test_a_gpu_that_is_not_visible_is_a_load_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(blip.LoadError, match=r"'cuda'.* 0 CUDA device.*CUDA_VISIBLE_DEVICES=''"):
+        blip.choose_device("cuda", 0)
+    with pytest.raises(blip.LoadError, match="'cuda:1'"):
+        blip.choose_device("cuda:1", 1)
+
+
+@pytest.fixture(scope="module")
+def captioner(tiny_blip: Path) -> blip.Captioner:
+    settings = CaptionSettings(model=str(tiny_blip), device="cpu")
+    request = blip.Request.from_json(lorad.captioner.build_request([], settings))
+    return blip.load_captioner(request.model, request.device, request.generation)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_every_image_gets_a_caption_batched_or_not(
+    captioner: blip.Captioner, tmp_path: Path, batch_size: int
+) -> None:
+    job = blip.Job(1, "alice, ", make_images(tmp_path, 5))
+    events = []
+    warnings = blip.caption_job(
+        captioner,
+        job,
+        batch_size,
+        compile_phrases(CaptionSettings().remove),
+        lambda event, **fields: events.append((event, fields)),
+    )
+    assert warnings == []
+    for caption in read_captions(job.images):
+        assert_prefixed_once(caption, "alice, ")
+    done = [fields["done"] for _, fields in events]
+    assert done == ([1, 2, 3, 4, 5] if batch_size == 1 else [4, 5])
+
+
+def test_captions_are_those_of_plain_transformers_generate(
+    captioner: blip.Captioner, tmp_path: Path
+) -> None:
+    import torch
+
+    images = [blip.read_image(path) for path in make_images(tmp_path, 3)]
+    pixels = captioner.processor(images=images, return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        ids = captioner.model.generate(pixel_values=pixels, **asdict(captioner.generation))
+    plain = captioner.processor.batch_decode(ids, skip_special_tokens=True)
+    assert captioner.caption(images) == plain
+
+
+def test_a_run_captions_several_jobs_and_fails_only_the_one_with_a_bad_image(
+    tiny_blip: Path, tmp_path: Path
+) -> None:
+    good = make_images(tmp_path / "good", 3)
+    unreadable = tmp_path / "bad" / "05.png"
+    mixed = [*make_images(tmp_path / "bad", 1, start=4), unreadable]
+    unreadable.write_bytes(b"this is not a PNG")
+    jobs = [CaptionJob(1, "alice, ", good), CaptionJob(2, "bob, ", mixed), CaptionJob(3, "c, ", [])]
+    settings = CaptionSettings(model=str(tiny_blip), batch_size=2, num_beams=3, max_length=30)
+    progress, started = [], []
+
+    outcomes = run_captioner(
+        jobs,
+        settings,
+        on_progress=lambda *args: progress.append(args),
+        should_stop=lambda: False,
+        on_start=started.append,
+    )
+
+    assert outcomes[1].ok and outcomes[1].error is None
+    assert not outcomes[2].ok and "05.png" in outcomes[2].error
+    assert outcomes[3].ok
+    assert progress == [(1, 2, 3), (1, 3, 3)]
+    for caption in read_captions(good):
+        assert_prefixed_once(caption, "alice, ")
+    assert len(started) == 1
+    assert_gone(started[0])  # exited: its RAM (and GPU memory) is free again
+
+
+def test_a_cancelled_run_terminates_the_child(tiny_blip: Path, tmp_path: Path) -> None:
+    settings = CaptionSettings(model=str(tiny_blip))
+    started = []
+    with pytest.raises(CaptionCancelled):
+        run_captioner(
+            [CaptionJob(1, "a, ", make_images(tmp_path, 1))],
+            settings,
+            should_stop=lambda: bool(started),
+            on_start=started.append,
+        )
+    assert_gone(started[0])
+
+
+def test_a_missing_model_folder_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-blip"
+    settings = CaptionSettings(model=str(missing))
+    with pytest.raises(CaptionError, match=f"'{missing}': there is no such folder") as error:
+        run_captioner([CaptionJob(1, "a, ", make_images(tmp_path, 1))], settings)
+    assert "caption.model" in str(error.value)
+
+
+def test_a_broken_model_folder_is_named(tiny_blip: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-blip"
+    broken.mkdir()
+    for path in tiny_blip.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    (broken / "config.json").write_text("{ this is not json", encoding="utf-8")
+    settings = CaptionSettings(model=str(broken))
+    with pytest.raises(CaptionError, match=f"cannot load the BLIP model '{broken}'") as error:
+        run_captioner([CaptionJob(1, "a, ", make_images(tmp_path, 1))], settings)
+    assert "config.json" in str(error.value)
+
+
+def fake_python(folder: Path, script: str) -> str:
+    """An interpreter that runs a shell script instead of lorad.blip."""
+    path = folder / "python"
+    path.write_text(f"#!/bin/sh\ncat > /dev/null\n{script}\n", encoding="utf-8")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_child_that_dies_midway_is_a_caption_error_with_its_stderr(tmp_path: Path) -> None:
+    python = fake_python(
+        tmp_path,
+        """echo '{"event": "job_done", "job": 1, "warnings": []}'
+        echo 'Segmentation fault' >&2
+        exit 139""",
+    )
+    settings = CaptionSettings(model="some/blip", python=python)
+    jobs = [CaptionJob(job_id, "a, ", [tmp_path / "01.png"]) for job_id in (1, 2)]
+    with pytest.raises(CaptionError) as error:
+        run_captioner(jobs, settings)
+    message = str(error.value)
+    assert "'some/blip' exited with status 139 before finishing job(s) 2" in message
+    assert message.endswith("its last output:\nSegmentation fault")
+    assert list(error.value.outcomes) == [1] and error.value.outcomes[1].ok
+
+
+def test_a_child_that_crashes_after_its_last_job_still_delivers(tmp_path: Path) -> None:
+    python = fake_python(
+        tmp_path,
+        """echo '{"event": "job_done", "job": 1, "warnings": ["01.png: a warning"]}'
+        kill -SEGV $$""",
+    )
+    settings = CaptionSettings(python=python)
+    outcomes = run_captioner([CaptionJob(1, "a, ", [tmp_path / "01.png"])], settings)
+    assert outcomes[1].ok and outcomes[1].warnings == ["01.png: a warning"]
+
+
+def test_an_interpreter_that_cannot_start_is_a_caption_error(tmp_path: Path) -> None:
+    settings = CaptionSettings(python=str(tmp_path / "missing-python"))
+    with pytest.raises(CaptionError, match="caption.python"):
+        run_captioner([CaptionJob(1, "a, ", make_images(tmp_path, 1))], settings)
+
+
+def test_an_invalid_remove_phrase_fails_before_any_child_starts() -> None:
+    settings = CaptionSettings(remove=["holding (a"])
+    started = []
+    with pytest.raises(CaptionError, match="caption.remove"):
+        run_captioner([CaptionJob(1, "a, ", [Path("x.png")])], settings, on_start=started.append)
+    assert started == []
+
+
+def test_caption_folder_skips_images_with_captions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = make_images(tmp_path, 3)
+    images[1].with_suffix(".txt").write_text("alice, my own words\n", encoding="utf-8")
+    (tmp_path / "notes.jpg").write_bytes(b"")
+    assert images_to_caption(tmp_path, skip_existing=False) == images
+    runs = []
+
+    def fake_run(jobs, settings, **kwargs):
+        runs.append(jobs)
+        return {0: lorad.captioner.CaptionOutcome(0, True)}
+
+    monkeypatch.setattr(lorad.captioner, "run_captioner", fake_run)
+    assert caption_folder(tmp_path, "alice, ", CaptionSettings()).ok
+    assert runs == [[CaptionJob(0, "alice, ", [images[0], images[2]])]]
