@@ -27,7 +27,6 @@ goes to stderr.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import sys
@@ -35,9 +34,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from lorad.captions import apply_prefix, caption_path, clean_caption, compile_phrases, write_caption
+from lorad.jsonchild import Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -277,26 +277,11 @@ def run(request: Request, emit: Emit) -> None:
             emit("job_done", job=job.job_id, warnings=warnings)
 
 
-def claim_stdout() -> IO[str]:
-    """Keep the real stdout for the protocol; point fd 1 (print, C libraries) at stderr."""
-    sys.stdout.flush()
-    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
-    os.dup2(2, 1)
-    return protocol
-
-
-def emitter(stream: IO[str]) -> Emit:
-    def emit(event: str, **fields: Any) -> None:
-        stream.write(json.dumps({"event": event, **fields}) + "\n")
-        stream.flush()
-
-    return emit
-
-
 def main() -> int:
-    emit = emitter(claim_stdout())
+    protocol = Protocol()
+    emit = protocol.emit
     try:
-        request = Request.from_json(json.load(sys.stdin))
+        request = Request.from_json(protocol.request())
     except (ValueError, KeyError, TypeError) as error:
         emit("fatal", error=f"lorad.blip: unusable request on stdin ({error!r})")
         return FATAL_EXIT

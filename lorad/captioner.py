@@ -7,30 +7,20 @@ The protocol (request on stdin, JSON lines on stdout) is described in `lorad.bli
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lorad.captions import caption_path, compile_phrases
+from lorad.jsonchild import ChildStopped, JsonChild, describe_exit
 from lorad.settings import CaptionSettings
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.2
-TERMINATE_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL
-EXIT_GRACE_SECONDS = 30.0  # for the child to exit once it has closed its stdout
-STDERR_TAIL_LINES = 30
 
 ProgressCallback = Callable[[int, int, int], None]
 
@@ -89,110 +79,6 @@ def build_request(jobs: list[CaptionJob], settings: CaptionSettings) -> dict[str
     }
 
 
-class _Child:
-    """A running `python -m lorad.blip`: its stdout lines in a queue, the tail of its stderr."""
-
-    def __init__(self, python: str, env: dict[str, str] | None):
-        self.process = subprocess.Popen(
-            [python, "-m", "lorad.blip"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self._threads = [
-            threading.Thread(target=self._read_stdout, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            line = line.rstrip()
-            self.stderr_tail.append(line)
-            logger.debug("captioning process: %s", line)
-
-    def send(self, request: dict[str, Any]) -> None:
-        """Write the request and close stdin (a child that died early: its status says why)."""
-        assert self.process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self.process.stdin.write(json.dumps(request))
-        with contextlib.suppress(BrokenPipeError):
-            self.process.stdin.close()
-
-    def events(self, should_stop: Callable[[], bool] | None) -> Iterator[dict[str, Any]]:
-        """The child's events until it closes stdout; CaptionCancelled when should_stop()."""
-        while True:
-            if should_stop is not None and should_stop():
-                raise CaptionCancelled("captioning was cancelled")
-            try:
-                line = self.lines.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                continue
-            if line is None:
-                return
-            try:
-                event = json.loads(line)
-            except ValueError:
-                logger.warning("captioning process printed a line that is no event: %r", line)
-                continue
-            if isinstance(event, dict):
-                yield event
-
-    def _signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signum)
-
-    def terminate(self) -> None:
-        """SIGTERM to the child's process group; SIGKILL if it is still there after a grace."""
-        if self.process.poll() is not None:
-            return
-        self._signal(signal.SIGTERM)
-        try:
-            self.process.wait(TERMINATE_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-
-    def finish(self) -> int:
-        """Wait for the child to exit (terminated if it lingers) and its pipes to be read."""
-        try:
-            self.process.wait(EXIT_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.terminate()
-        returncode = self.process.wait()
-        for thread in self._threads:
-            thread.join(TERMINATE_GRACE_SECONDS)
-        return returncode
-
-    def stderr_text(self) -> str:
-        return "\n".join(self.stderr_tail) or "(nothing on stderr)"
-
-
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        hint = " (out of memory?)" if returncode == -signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
-    return f"exited with status {returncode}"
-
-
 def _apply_event(
     event: dict[str, Any],
     outcomes: dict[int, CaptionOutcome],
@@ -216,10 +102,11 @@ def _apply_event(
     return None
 
 
-def _start(settings: CaptionSettings, env: dict[str, str] | None) -> _Child:
-    python = settings.python or sys.executable  # another python needs lorad installed too
+def _start(settings: CaptionSettings, env: dict[str, str] | None,
+           spawn: Callable[..., subprocess.Popen] | None) -> JsonChild:
+    python = settings.python or sys.executable
     try:
-        return _Child(python, env)
+        return JsonChild(python, "lorad.blip", env, **({"spawn": spawn} if spawn else {}))
     except OSError as error:
         raise CaptionError(
             f"cannot start the captioning process for {settings.model!r} with {python!r}: {error} "
@@ -235,6 +122,8 @@ def run_captioner(
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_job_done: Callable[[CaptionOutcome], None] | None = None,
+    spawn: Callable[..., subprocess.Popen] | None = None,
 ) -> dict[int, CaptionOutcome]:
     """Caption the images of all `jobs` in one child process (the model is loaded once).
 
@@ -243,7 +132,9 @@ def run_captioner(
     `env` is the child's whole environment (None: the daemon's own); its CUDA_VISIBLE_DEVICES
     picks the GPU the child sees ("" = the CPU only).
     `on_start` gets the child's pid, which is also its process group, as soon as it runs (to
-    record it); the child has exited when run_captioner returns or raises.
+    record it); the child has exited when run_captioner returns or raises. `on_job_done` gets
+    each job's outcome as soon as the child reports it (its captions are written by then), so
+    a job can go on to training while the others are still being captioned.
     """
     try:
         compile_phrases(settings.remove)
@@ -253,7 +144,7 @@ def run_captioner(
     pending = [job for job in jobs if job.images]
     if not pending:
         return outcomes
-    child = _start(settings, env)
+    child = _start(settings, env, spawn)
     fatal = None
     try:
         if on_start is not None:
@@ -261,6 +152,11 @@ def run_captioner(
         child.send(build_request(pending, settings))
         for event in child.events(should_stop):
             fatal = _apply_event(event, outcomes, on_progress) or fatal
+            if on_job_done is not None and event.get("event") in ("job_done", "job_error"):
+                on_job_done(outcomes[event["job"]])
+    except ChildStopped:
+        child.terminate()
+        raise CaptionCancelled("captioning was cancelled") from None
     except BaseException:  # cancelled, a callback failed, the daemon is stopping
         child.terminate()
         raise
@@ -271,14 +167,14 @@ def run_captioner(
     missing = [job.job_id for job in pending if job.job_id not in outcomes]
     if missing:
         raise CaptionError(
-            f"the captioning process for {settings.model!r} {_describe_exit(returncode)} "
+            f"the captioning process for {settings.model!r} {describe_exit(returncode)} "
             f"before finishing job(s) {', '.join(map(str, missing))}; "
             f"its last output:\n{child.stderr_text()}",
             outcomes,
         )
     if returncode != 0:  # e.g. a crash while exiting: every caption is written all the same
         logger.warning(
-            "the captioning process %s after reporting every job", _describe_exit(returncode)
+            "the captioning process %s after reporting every job", describe_exit(returncode)
         )
     return outcomes
 

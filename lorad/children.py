@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,26 @@ def spawn(store: Store, kind: str, job_ids: list[int], argv: list[str], **kwargs
     if started is not None:
         store.add_child(proc.pid, started, kind, job_ids)
     return proc
+
+
+@contextmanager
+def tracked(store: Store, kind: str, job_ids: list[int]
+            ) -> Iterator[Callable[..., subprocess.Popen]]:
+    """A `spawn` for code that starts children itself: each one is recorded, and forgotten
+    (its group killed if anything is left of it) when the block ends."""
+    started: list[subprocess.Popen] = []
+
+    def start(argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        started.append(spawn(store, kind, job_ids, argv, **kwargs))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.wait()
+            forget(store, proc)
 
 
 def group_alive(pgid: int) -> bool:

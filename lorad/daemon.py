@@ -212,10 +212,15 @@ class Daemon:
                 return
             for job in started:
                 for_job(job.id, job.token).info("captioning its images with BLIP")
+
+            def done(job: Job, error: Exception | None) -> None:
+                self._conclude(store.get(job.id), "caption", error)
+                with self.guard:
+                    self.busy.pop(job.id, None)
+                self.wake.set()  # its training may start while the others are captioned
+
             env = children.child_env(env_extra)
-            results = caption.with_blip(ctx, started, env, ctx.stopping.is_set)
-            for job in started:
-                self._conclude(store.get(job.id), "caption", results.get(job.id))
+            caption.with_blip(ctx, started, env, ctx.stopping.is_set, done)
         finally:
             with self.guard:
                 for job in jobs:

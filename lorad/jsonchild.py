@@ -18,10 +18,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
-
-import lorad
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +30,6 @@ STDERR_TAIL_LINES = 30
 
 class ChildStopped(Exception):
     """should_stop() turned True and the child was terminated."""
-
-
-def python_env(env: dict[str, str] | None) -> dict[str, str]:
-    """`env` (default: ours) with lorad's own source on PYTHONPATH, so that `-m lorad.X` also
-    runs under another interpreter where lorad is not installed."""
-    result = dict(os.environ if env is None else env)
-    source = str(Path(lorad.__file__).resolve().parent.parent)
-    result["PYTHONPATH"] = os.pathsep.join(filter(None, [source, result.get("PYTHONPATH")]))
-    return result
 
 
 def describe_exit(returncode: int) -> str:
@@ -60,12 +48,13 @@ class JsonChild:
 
     def __init__(self, python: str, module: str, env: dict[str, str] | None,
                  spawn: Callable[..., subprocess.Popen] = subprocess.Popen) -> None:
+        """`env` is the child's whole environment (None: ours); `spawn` starts it (the daemon
+        passes one that records the process group, to reap it after a crash)."""
         self.module = module
         self.process = spawn(
             [python or sys.executable, "-m", module],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=python_env(env), text=True, encoding="utf-8", errors="replace",
-            start_new_session=True,
+            env=env, text=True, encoding="utf-8", errors="replace", start_new_session=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)

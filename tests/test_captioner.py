@@ -73,9 +73,9 @@ def test_importing_the_launcher_leaves_torch_and_transformers_out() -> None:
 
 def test_the_protocol_keeps_stdout_for_events() -> None:
     code = (
-        "import os; from lorad.blip import claim_stdout, emitter; "
-        "emit = emitter(claim_stdout()); print('chatter from python', flush=True); "
-        "os.write(1, b'chatter from C\\n'); emit('loaded', model='m')"
+        "import os; from lorad.jsonchild import Protocol; "
+        "protocol = Protocol(); print('chatter from python', flush=True); "
+        "os.write(1, b'chatter from C\\n'); protocol.emit('loaded', model='m')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert [json.loads(line) for line in result.stdout.splitlines()] == [

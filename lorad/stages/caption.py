@@ -11,7 +11,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from lorad.captioner import CaptionCancelled, CaptionError, CaptionJob, run_captioner
+from lorad import children
+from lorad.captioner import (
+    CaptionCancelled,
+    CaptionError,
+    CaptionJob,
+    CaptionOutcome,
+    run_captioner,
+)
 from lorad.captions import prefix_only
 from lorad.context import Context
 from lorad.errors import Cancelled, StageFailed
@@ -54,35 +61,48 @@ def without_blip(ctx: Context, job: Job) -> None:
 
 
 def with_blip(ctx: Context, jobs: list[Job], env: dict[str, str],
-              should_stop: Callable[[], bool]) -> dict[int, Exception | None]:
-    """Caption several jobs in one BLIP process; per job, None or the exception it ended with."""
+              should_stop: Callable[[], bool],
+              on_done: Callable[[Job, Exception | None], None]) -> None:
+    """Caption several jobs in one BLIP process (the model loads once). Each job is handed to
+    on_done with None or the exception it ended with, as soon as its own captions are written."""
     store = ctx.store
+    by_id = {job.id: job for job in jobs}
     requests = [request(ctx, job) for job in jobs]
     totals = {r.job_id: len(r.images) for r in requests}
+    finished: set[int] = set()
 
     def progress(job_id: int, done: int, total: int) -> None:
         store.set_progress(job_id, done / max(total, 1), f"{done}/{total} images captioned")
 
-    try:
-        outcomes = run_captioner(requests, ctx.settings.caption, env=env, on_progress=progress,
-                                 should_stop=should_stop)
-    except CaptionCancelled:
-        return {job.id: Cancelled("captioning stopped") for job in jobs}
-    except CaptionError as error:
-        return {job.id: StageFailed(str(error)) for job in jobs}
-    results: dict[int, Exception | None] = {}
-    for job in jobs:
-        outcome = outcomes.get(job.id)
-        if outcome is None or not outcome.ok:
-            reason = outcome.error if outcome else "the captioning process gave no result"
-            results[job.id] = StageFailed(f"captioning failed: {reason}")
-            continue
+    def job_done(outcome: CaptionOutcome) -> None:
+        job = by_id[outcome.job_id]
+        finished.add(job.id)
+        if not outcome.ok:
+            on_done(job, StageFailed(f"captioning failed: {outcome.error}"))
+            return
         for warning in outcome.warnings:
             store.event(job.id, warning, level="warning")
         store.event(job.id, f"captioned {totals[job.id]} images with {ctx.settings.caption.model}")
         publish(ctx, job)
-        results[job.id] = None
-    return results
+        on_done(job, None)
+
+    error: Exception | None = None
+    try:
+        with children.tracked(store, "caption", list(by_id)) as spawn:
+            outcomes = run_captioner(requests, ctx.settings.caption, env=env,
+                                     on_progress=progress, should_stop=should_stop,
+                                     on_job_done=job_done, spawn=spawn)
+    except CaptionCancelled:
+        error = Cancelled("captioning stopped")
+    except CaptionError as caught:
+        error = StageFailed(str(caught))
+    else:  # jobs with nothing to caption are never started in the child
+        for job_id, outcome in outcomes.items():
+            if job_id not in finished:
+                job_done(outcome)
+    for job in jobs:
+        if job.id not in finished:
+            on_done(job, error or StageFailed("the captioning process gave no result"))
 
 
 def publish(ctx: Context, job: Job) -> None:

@@ -34,16 +34,14 @@ def run(ctx: Context, job: Job) -> None:
     def progress(done: int, total: int) -> None:
         store.set_progress(job.id, done / max(total, 1), f"{done}/{total} images checked")
 
-    def spawn(argv: list[str], **kwargs: object) -> object:
-        return children.spawn(store, "prepare", [job.id], argv, **kwargs)
-
     strict = settings.prepare.strict if subject.strict is None else subject.strict
     req = request(paths.source, paths.dataset, token=subject.token, prefix=subject.prefix,
                   repeats=subject.repeats, strict=strict, settings=settings.prepare,
                   ignore=list(settings.watch.ignore))
     try:
-        result = run_preparer(req, on_progress=progress, should_stop=ctx.stopping.is_set,
-                              spawn=spawn)
+        with children.tracked(store, "prepare", [job.id]) as spawn:
+            result = run_preparer(req, on_progress=progress, should_stop=ctx.stopping.is_set,
+                                  spawn=spawn)
     except PrepareFailed as error:
         raise StageFailed(str(error)) from None
     earlier = store.register_content(job.id, result.fingerprint, subject.token, subject.model,
