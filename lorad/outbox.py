@@ -24,9 +24,12 @@ def read_owner(folder: Path) -> dict[str, Any]:
         return {}
 
 
-def take_folder(outbox: Path, token: str, root_job: int, info: dict[str, Any]) -> Path:
-    """<outbox>/<token>/ for this lineage, moving another lineage's folder aside first."""
+def take_folder(outbox: Path, token: str, root_job: int, info: dict[str, Any]
+                ) -> tuple[Path, Path | None]:
+    """<outbox>/<token>/ for this lineage, and where another lineage's folder was moved aside
+    to (None if nothing was)."""
     folder = outbox / token
+    aside = None
     if folder.exists():
         owner = read_owner(folder)
         if owner.get("root_job") != root_job:
@@ -34,7 +37,7 @@ def take_folder(outbox: Path, token: str, root_job: int, info: dict[str, Any]) -
             os.rename(folder, aside)
     folder.mkdir(parents=True, exist_ok=True)
     write_owner(folder, {"root_job": root_job, **info})
-    return folder
+    return folder, aside
 
 
 def write_owner(folder: Path, info: dict[str, Any]) -> None:

@@ -229,6 +229,13 @@ class Store:
         row = self.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()
         return int(row[0])
 
+    def move_outbox(self, old: str, new: str) -> list[int]:
+        """Jobs whose outbox folder was moved aside now point at its new place."""
+        with self.transaction() as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE outbox_dir = ?", (old,))]
+            conn.execute("UPDATE jobs SET outbox_dir = ? WHERE outbox_dir = ?", (new, old))
+        return ids
+
     def count_finished(self, state: str, since: float) -> int:
         row = self.conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE state = ? AND finished_at > ?", (state, since)

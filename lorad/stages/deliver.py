@@ -45,7 +45,7 @@ def outbox_of(ctx: Context, job: Job) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     root = job.parent_id or job.id
-    return take_folder(ctx.settings.outbox, job.token or job.name, root, {"token": job.token})
+    return take_folder(ctx.settings.outbox, job.token or job.name, root, {"token": job.token})[0]
 
 
 def epochs_of(ctx: Context, job: Job) -> dict[int, Path]:
