@@ -19,8 +19,9 @@ from lorad.followup import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.store import Job, JobNotFound, Store
 
-console = Console()
-err = Console(stderr=True)
+# Long lines (paths, messages) are never broken: they are often copied and pasted.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class Env:

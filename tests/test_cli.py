@@ -1,0 +1,105 @@
+"""The command line: a thin skin over the library, with clear errors and honest exit codes."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+
+from lorad.stages import train
+from tests.daemon_process import lorad
+from tests.jobs import context, prepared_job
+from tests.photos import make_photos
+
+
+def test_prepare_makes_a_captioned_dataset_and_a_zip_without_the_daemon(tmp_path, config):
+    cfg = config()
+    make_photos(tmp_path / "Jane Doe", 4)
+    out = tmp_path / "prepared"
+    result = lorad(cfg, "prepare", str(tmp_path / "Jane Doe"), "--out", str(out), "--zip")
+    assert "4 images ready" in result.stdout
+    train_dir = out / "training_images" / "100_jane_doe"
+    pngs = sorted(train_dir.glob("*.png"))
+    assert [p.name for p in pngs] == [f"jane_doe_{n:03d}.png" for n in range(1, 5)]
+    for png in pngs:
+        assert png.with_suffix(".txt").read_text().startswith("jane_doe, ")
+    with zipfile.ZipFile(out / "dataset.zip") as archive:
+        assert len(archive.namelist()) == 8
+
+
+def test_prepare_exits_1_when_the_dataset_is_refused(tmp_path, config):
+    cfg = config()
+    make_photos(tmp_path / "few", 1)
+    result = lorad(cfg, "prepare", str(tmp_path / "few"), "--out", str(tmp_path / "o"),
+                   "--token", "few_ones", "--no-caption", check=False)
+    assert result.returncode == 1
+    assert "The dataset cannot be used: only 1 usable image" in result.stdout
+
+
+def test_prepare_refuses_an_output_inside_the_photos(tmp_path, config):
+    make_photos(tmp_path / "subject", 3)
+    result = lorad(config(), "prepare", str(tmp_path / "subject"), "--out",
+                   str(tmp_path / "subject" / "o"), check=False)
+    assert result.returncode == 1 and "inside the subject folder" in result.stderr
+
+
+def test_command_prints_the_training_command_one_argument_a_line(config):
+    cfg = config(kohya={"accelerate": True})
+    ctx = context(cfg)
+    job_id = prepared_job(ctx, subject={"epochs": 2})
+    lines = lorad(cfg, "command", "alice").stdout.splitlines()
+    assert lines[1:3] == ["-m", "accelerate.commands.launch"]
+    assert lines[lines.index("--max_train_epochs") + 1] == "2"
+    assert lines[lines.index("--output_name") + 1] == "alice"
+    train.run(ctx, ctx.store.get(job_id), 0)
+    ctx.store.update(job_id, state="done")
+    after = lorad(cfg, "command", str(job_id)).stdout.splitlines()
+    assert after == (ctx.paths(ctx.store.get(job_id)).run_dir(1) / "command.txt").read_text(
+        ).splitlines()
+
+
+def test_status_show_and_logs_read_the_store(config):
+    cfg = config()
+    ctx = context(cfg)
+    job_id = prepared_job(ctx, subject={"epochs": 1})
+    train.run(ctx, ctx.store.get(job_id), 0)
+    table = lorad(cfg, "status").stdout
+    assert "alice" in table and "queued" in table and "train" in table
+    shown = json.loads(lorad(cfg, "show", "alice", "--json").stdout)
+    assert shown["id"] == job_id and shown["train"]["runs"][0]["number"] == 1
+    log = lorad(cfg, "logs", str(job_id), "-n", "3").stdout
+    assert len(log.splitlines()) == 3
+    assert "running training" in lorad(cfg, "logs", str(job_id)).stdout
+
+
+def test_an_unknown_job_is_a_clear_error(config):
+    cfg = config()
+    context(cfg)
+    result = lorad(cfg, "show", "nobody", check=False)
+    assert result.returncode == 1 and "no job with id or token 'nobody'" in result.stderr
+
+
+def test_retry_cancel_and_recaption_change_only_what_they_may(config):
+    cfg = config()
+    ctx = context(cfg)
+    job_id = prepared_job(ctx)
+    ctx.store.update(job_id, state="failed", stage="train", error="boom",
+                     finished_at=time.time())
+    assert "queued again at the train stage" in lorad(cfg, "retry", str(job_id)).stdout
+    assert ctx.store.get(job_id).state == "queued"
+    refused = lorad(cfg, "retry", str(job_id), check=False)
+    assert refused.returncode == 1 and "only failed or cancelled jobs" in refused.stderr
+    ctx.store.update(job_id, state="done", stage="done")
+    assert "queued for captioning" in lorad(cfg, "recaption", str(job_id)).stdout
+    job = ctx.store.get(job_id)
+    assert (job.state, job.stage, job.options.get("recaption_only")) == (
+        "queued", "caption", True)
+    assert "cancelled" in lorad(cfg, "cancel", str(job_id)).stdout
+    assert ctx.store.get(job_id).state == "cancelled"
+
+
+def test_a_bad_configuration_stops_every_command_with_its_error(tmp_path):
+    path = tmp_path / "lorad.toml"
+    path.write_text('inbox = "/a"\noutbox = "/b"\nstate_dir = "/c"\n[caption]\nbeams = 3\n')
+    result = lorad(path, "status", check=False)
+    assert result.returncode == 1 and "unknown key 'caption.beams'" in result.stderr
