@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,13 +238,15 @@ def logs(env: Env, job: str, follow: bool, lines: int) -> None:
 
 
 # ---- acting on jobs ---------------------------------------------------------------------
-def _act(env: Env, ref: str, action: Any, done: str) -> None:
+def _act(env: Env, ref: str, action: Callable[[Store, Job], Any],
+         done: Callable[[Any], str]) -> None:
+    """Run one action on a job; print what it did, or its reason for refusing."""
     store, found = env.job(ref)
     try:
-        job = action(store, found)
+        result = action(store, found)
     except RequestError as error:
         fail(str(error))
-    console.print(done.format(job=job), highlight=False)
+    console.print(done(result), highlight=False)
 
 
 @main.command()
@@ -251,7 +254,7 @@ def _act(env: Env, ref: str, action: Any, done: str) -> None:
 @pass_env
 def retry(env: Env, job: str) -> None:
     """Run a failed job again from the stage it failed in."""
-    _act(env, job, actions.retry, "job {job.id} queued again at the {job.stage} stage")
+    _act(env, job, actions.retry, lambda j: f"job {j.id} queued again at the {j.stage} stage")
 
 
 @main.command()
@@ -259,16 +262,9 @@ def retry(env: Env, job: str) -> None:
 @pass_env
 def cancel(env: Env, job: str) -> None:
     """Stop a job (a running training gets SIGTERM, then SIGKILL)."""
-    store, found = env.job(job)
-    try:
-        cancelled = actions.cancel(store, found)
-    except RequestError as error:
-        fail(str(error))
-    if cancelled.state == "cancelled":
-        console.print(f"job {cancelled.id} cancelled", highlight=False)
-    else:
-        console.print(f"job {cancelled.id}: cancel requested; the running {cancelled.stage} stage "
-                      "stops within seconds (finished epochs are kept)", highlight=False)
+    _act(env, job, actions.cancel, lambda j: f"job {j.id} cancelled" if j.state == "cancelled"
+         else f"job {j.id}: cancel requested; the running {j.stage} stage stops within seconds "
+              "(finished epochs are kept)")
 
 
 @main.command()
@@ -276,7 +272,7 @@ def cancel(env: Env, job: str) -> None:
 @pass_env
 def recaption(env: Env, job: str) -> None:
     """Caption a job's images again with the current settings."""
-    _act(env, job, actions.recaption, "job {job.id} queued for captioning")
+    _act(env, job, actions.recaption, lambda j: f"job {j.id} queued for captioning")
 
 
 @main.command()
@@ -290,14 +286,11 @@ def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
     from lorad.context import Context
     from lorad.followup import resume as queue_resume
 
-    store, found = env.job(job)
-    try:
-        child = queue_resume(Context(env.settings, store), found, epochs, from_epoch)
-    except RequestError as error:
-        fail(str(error))
-    start = child.train["start_epoch"]
-    console.print(f"job {child.id} queued: epochs {start + 1} to {child.train['target']} of "
-                  f"{child.token}, from epoch {start}", highlight=False)
+    _act(env, job, lambda store, found: queue_resume(Context(env.settings, store), found, epochs,
+                                                     from_epoch),
+         lambda child: f"job {child.id} queued: epochs {child.train['start_epoch'] + 1} to "
+                       f"{child.train['target']} of {child.token}, from epoch "
+                       f"{child.train['start_epoch']}")
 
 
 @main.command()
@@ -309,12 +302,8 @@ def pick(env: Env, job: str, epoch: int) -> None:
     from lorad.context import Context
     from lorad.followup import pick as pick_epoch
 
-    store, found = env.job(job)
-    try:
-        final = pick_epoch(Context(env.settings, store), found, epoch)
-    except RequestError as error:
-        fail(str(error))
-    console.print(f"epoch {epoch} is now {final}", highlight=False)
+    _act(env, job, lambda store, found: pick_epoch(Context(env.settings, store), found, epoch),
+         lambda final: f"epoch {epoch} is now {final}")
 
 
 # ---- without the daemon -----------------------------------------------------------------

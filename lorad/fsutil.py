@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,14 @@ def temp_name(target: Path) -> Path:
     return target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{target.name}")
 
 
-def atomic_write_bytes(target: Path, data: bytes) -> Path:
+def _atomic(target: Path, write: Callable[[Path], None]) -> Path:
+    """write() fills a temporary file beside target, which is synced and renamed into place:
+    target is either absent, the old file, or the whole new file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(target)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        write(tmp)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except OSError as error:
@@ -52,6 +53,10 @@ def atomic_write_bytes(target: Path, data: bytes) -> Path:
         _raise_disk_full(error, target)
         raise
     return target
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> Path:
+    return _atomic(target, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(target: Path, text: str) -> Path:
@@ -64,18 +69,7 @@ def atomic_write_json(target: Path, data: Any) -> Path:
 
 def atomic_copy(source: Path, target: Path) -> Path:
     """Copy a file so that `target` is either absent, the old file, or the whole new file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(target)
-    try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        _raise_disk_full(error, target)
-        raise
-    return target
+    return _atomic(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def link_or_copy(source: Path, target: Path) -> Path:

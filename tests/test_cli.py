@@ -103,3 +103,19 @@ def test_a_bad_configuration_stops_every_command_with_its_error(tmp_path):
     path.write_text('inbox = "/a"\noutbox = "/b"\nstate_dir = "/c"\n[caption]\nbeams = 3\n')
     result = lorad(path, "status", check=False)
     assert result.returncode == 1 and "unknown key 'caption.beams'" in result.stderr
+
+
+def test_resume_and_pick_from_the_command_line(config):
+    from lorad.stages import deliver
+
+    cfg = config()
+    ctx = context(cfg)
+    job_id = prepared_job(ctx, subject={"epochs": 2})
+    train.run(ctx, ctx.store.get(job_id), 0)
+    deliver.run(ctx, ctx.store.get(job_id))
+    ctx.store.update(job_id, state="done", stage="done")
+    assert "epoch 1 is now" in lorad(cfg, "pick", "alice", "--epoch", "1").stdout
+    queued = lorad(cfg, "resume", str(job_id), "--epochs", "3").stdout
+    assert f"job {job_id + 1} queued: epochs 3 to 5 of alice, from epoch 2" in queued
+    refused = lorad(cfg, "resume", str(job_id), "--epochs", "3", check=False)
+    assert refused.returncode == 1 and "still working on this LoRA" in refused.stderr
