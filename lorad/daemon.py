@@ -308,7 +308,10 @@ class Daemon:
                 self._announce(store.get(job.id), "accepted")
             if following == "done":
                 jlog.info("done: %s", job.outbox_dir)
-                if not job.options.get("recaption_only"):
+                if job.options.get("recaption_only"):  # new captions only: no "LoRA ready"
+                    options = {k: v for k, v in job.options.items() if k != "recaption_only"}
+                    store.update(job.id, options=options)
+                else:
                     self._announce(store.get(job.id), "done")
             return
         if isinstance(error, Rejected):
