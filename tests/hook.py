@@ -13,11 +13,14 @@ class Hook:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.fail_next = 0
+        self.delay = 0.0  # seconds each request waits before it is answered (a slow service)
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if hook.delay:
+                    time.sleep(hook.delay)
                 if hook.fail_next > 0:
                     hook.fail_next -= 1
                     self.send_response(500)
