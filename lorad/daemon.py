@@ -95,9 +95,9 @@ class Daemon:
         assert self.ctx is not None
         try:
             while not self.ctx.stopping.is_set():
+                self.wake.clear()  # before the step: a wake-up during it is not lost
                 self.step()
                 self.wake.wait(self.wait_time())
-                self.wake.clear()
         finally:
             self.shutdown()
         return 0
