@@ -12,6 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
@@ -51,7 +52,7 @@ class Env:
 
 
 def fail(message: str, code: int = 1) -> Any:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True)
     sys.exit(code)
 
 
@@ -113,7 +114,9 @@ def status_table(jobs: list[Job]) -> Table:
         running = job.state not in ("queued", "done", "failed", "rejected", "cancelled")
         bar: Any = ProgressBar(total=1.0, completed=job.progress, width=20) if running else ""
         detail = job.error.splitlines()[0] if job.error else job.progress_text
-        table.add_row(str(job.id), job.token or job.name, state, job.stage, bar, detail, age(job))
+        # Names, errors and progress are text, never markup: "[train]" and "[/old]" show as typed.
+        table.add_row(str(job.id), escape(job.token or job.name), state, escape(job.stage), bar,
+                      escape(detail), age(job))
     return table
 
 
@@ -160,28 +163,29 @@ def show(env: Env, job: str, as_json: bool) -> None:
                 "notifications": notes}
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    lines = [f"[bold]job {found.id}[/bold] {found.name}  ({found.kind})",
-             f"  token {found.token}  model {found.model}  state {found.state}  stage "
-             f"{found.stage}",
-             f"  progress {found.progress:.0%} {found.progress_text}"]
+    # Everything but the labels is text, never markup: "[train]" in a message shows as typed.
+    lines = [f"[bold]job {found.id}[/bold] {escape(found.name)}  ({found.kind})",
+             escape(f"  token {found.token}  model {found.model}  state {found.state}  stage "
+                    f"{found.stage}"),
+             escape(f"  progress {found.progress:.0%} {found.progress_text}")]
     if found.error:
-        lines.append(f"  [red]error[/red] {found.error}")
+        lines.append(f"  [red]error[/red] {escape(found.error)}")
     for label, value in (("work", found.work_dir), ("outbox", found.outbox_dir),
                          ("failed", found.options.get("failed_path"))):
         if value:
-            lines.append(f"  {label} {value}")
+            lines.append(escape(f"  {label} {value}"))
     train = found.train
     if train.get("runs"):
         lines.append(f"  training: {len(train['runs'])} run(s), epochs up to {train['target']}")
     if train.get("ladder"):
-        lines.append(f"  memory ladder: {', '.join(train['ladder'])}")
+        lines.append(escape(f"  memory ladder: {', '.join(train['ladder'])}"))
     lines.append("[bold]events[/bold]")
     for event in events[-40:]:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
-        lines.append(f"  {stamp} {event.level:7} {event.message}")
+        lines.append(escape(f"  {stamp} {event.level:7} {event.message}"))
     for note in notes:
-        lines.append(f"  notification {note['event']}: {note['state']} "
-                     f"({note['attempts']} tries) {', '.join(note['targets'])}")
+        lines.append(escape(f"  notification {note['event']}: {note['state']} "
+                            f"({note['attempts']} tries) {', '.join(note['targets'])}"))
     console.print("\n".join(lines), highlight=False)
 
 
@@ -246,7 +250,7 @@ def _act(env: Env, ref: str, action: Callable[[Store, Job], Any],
         result = action(store, found)
     except RequestError as error:
         fail(str(error))
-    console.print(done(result), highlight=False)
+    console.print(escape(done(result)), highlight=False)
 
 
 @main.command()
@@ -325,7 +329,7 @@ def prepare(env: Env, subject_dir: Path, out: Path, token: str | None, no_captio
     try:
         result = prepare_folder(env.config, subject_dir, out, token=token,
                                 caption=not no_caption, make_zip=make_zip,
-                                echo=lambda line: console.print(line, highlight=False))
+                                echo=lambda line: console.print(escape(line), highlight=False))
     except OneShotError as error:
         fail(str(error))
     sys.exit(0 if result.usable else 1)

@@ -19,7 +19,7 @@ from typing import Any
 from lorad import children, messages, notify
 from lorad.context import Context
 from lorad.errors import Cancelled, Rejected, StageFailed
-from lorad.fsutil import DiskFull
+from lorad.fsutil import DiskFull, remove_stale_temps
 from lorad.logs import for_job, log
 from lorad.pidlock import PidLock
 from lorad.sdnotify import SystemdNotifier
@@ -30,6 +30,15 @@ from lorad.watcher import Inbox
 
 PIPELINE = ("prepare", "caption", "train", "deliver")
 REQUEST_SCAN_SECONDS = 2.0
+
+
+def with_retry_hint(message: str, job_id: int) -> str:
+    """A failure's message with the job's own retry command; a full disk always says so."""
+    message = message.replace("lorad retry JOB", f"lorad retry {job_id}")
+    full = ("No space left on device", "Disk quota exceeded", "[Errno 28]", "[Errno 122]")
+    if any(text in message for text in full) and "free some space" not in message:
+        message += f"; the disk is full: free some space on it, then run: lorad retry {job_id}"
+    return message
 
 
 def next_stage(job: Job, stage: str) -> str:
@@ -63,6 +72,10 @@ class Daemon:
         self.lock.acquire()
         for folder in (settings.inbox, settings.outbox, settings.failed_dir, settings.work_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)
+        for folder in (settings.outbox, settings.failed_dir, settings.work_dir,
+                       *settings.deliver.copy_to):
+            for path in remove_stale_temps(Path(folder)):
+                log.info("removed %s, half-written when lorad was stopped hard", path)
         store = Store(settings.db_path)
         self.ctx = Context(settings, store, self.stopping)
         children.reap_orphans(store)
@@ -291,39 +304,52 @@ class Daemon:
         ctx = self.ctx
         assert ctx is not None
         store, jlog = ctx.store, for_job(job.id, job.token)
+        # Each outcome is one transaction: the job's new state, its event and its notification
+        # are all recorded or none is, so a crash never loses a notification (nor sends one for
+        # a state that was not recorded). The sender is woken once the rows are committed.
         if isinstance(error, train.Interrupted) or (
             error is not None and ctx.stopping.is_set() and not isinstance(error, Rejected)
         ):
-            store.requeue(job.id, stage, (RUNNING[stage],))
-            store.event(job.id, f"the daemon stopped during {stage}; it continues at the next "
-                                "start")
+            with store.transaction():
+                store.requeue(job.id, stage, (RUNNING[stage],))
+                store.event(job.id, f"the daemon stopped during {stage}; it continues at the "
+                                    "next start")
             jlog.info("stopped during %s; it continues there at the next start", stage)
             return
         if error is None and store.cancel_requested(job.id):
             error = Cancelled("cancelled by request")
         if error is None:
             following = next_stage(job, stage)
-            store.finish_stage(job.id, stage, following)
-            if stage == "prepare":
-                self._announce(store.get(job.id), "accepted")
-            if following == "done":
-                jlog.info("done: %s", job.outbox_dir)
-                if job.options.get("recaption_only"):  # new captions only: no "LoRA ready"
+            with store.transaction():
+                store.finish_stage(job.id, stage, following)
+                if stage == "prepare":
+                    self._queue_notification(store.get(job.id), "accepted")
+                if following == "done" and job.options.get("recaption_only"):
+                    # new captions only: no "LoRA ready"
                     options = {k: v for k, v in job.options.items() if k != "recaption_only"}
                     store.update(job.id, options=options)
-                else:
-                    self._announce(store.get(job.id), "done")
+                elif following == "done":
+                    self._queue_notification(store.get(job.id), "done")
+            if following == "done":
+                jlog.info("done: %s", job.outbox_dir)
+            self.sender.wake.set()
             return
         if isinstance(error, Rejected):
             jlog.warning("refused: %s", error)
-            store.end(job.id, "rejected", str(error))
-            store.event(job.id, str(error), level="error")
-            ingest.hand_to_failed(ctx, store.get(job.id))
-            self._announce(store.get(job.id), "rejected")
+            with store.transaction():
+                store.end(job.id, "rejected", str(error))
+                store.event(job.id, str(error), level="error")
+                if not job.options.get("failed_path"):  # where the folder goes, said first
+                    store.update(job.id, options={
+                        **job.options, "failed_path": str(ingest.failed_target(ctx, job))})
+                self._queue_notification(store.get(job.id), "rejected")
+            self.sender.wake.set()
+            ingest.hand_to_failed(ctx, store.get(job.id))  # or at the next start, after a crash
         elif isinstance(error, Cancelled):
             jlog.info("cancelled during %s", stage)
-            store.end(job.id, "cancelled", str(error))
-            store.event(job.id, f"cancelled during {stage}")
+            with store.transaction():
+                store.end(job.id, "cancelled", str(error))
+                store.event(job.id, f"cancelled during {stage}")
         else:
             if isinstance(error, StageFailed | DiskFull):
                 message = str(error)
@@ -331,12 +357,21 @@ class Daemon:
                 jlog.error("internal error in the %s stage", stage, exc_info=error)
                 message = (f"internal error in the {stage} stage: {error!r}; the daemon's log "
                            "has the details")
+            message = with_retry_hint(message, job.id)
             jlog.error("failed: %s", message)
-            store.end(job.id, "failed", message, stage=stage)
-            store.event(job.id, message, level="error")
-            self._announce(store.get(job.id), "failed")
+            with store.transaction():
+                store.end(job.id, "failed", message, stage=stage)
+                store.event(job.id, message, level="error")
+                self._queue_notification(store.get(job.id), "failed")
+            self.sender.wake.set()
 
     def _announce(self, job: Job, event: str) -> None:
+        if self._queue_notification(job, event):
+            self.sender.wake.set()
+
+    def _queue_notification(self, job: Job, event: str) -> bool:
+        """Add the event's notification to the store's queue (the sender is not woken: inside a
+        transaction, it would look before the row is committed)."""
         ctx = self.ctx
         assert ctx is not None
         settings = self.settings
@@ -351,8 +386,8 @@ class Daemon:
             title, body = messages.rejected(job, settings)
         else:
             title, body = messages.accepted(job)
-        if notify.enqueue(ctx.store, settings.notify, job, event, title, body, attach):
-            self.sender.wake.set()
+        return notify.enqueue(ctx.store, settings.notify, job, event, title, body,
+                              attach) is not None
 
     # ---- what systemd and `lorad status` see ---------------------------------------------
     def status_line(self) -> str:

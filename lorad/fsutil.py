@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -14,16 +15,30 @@ from typing import Any
 TEMP_PREFIX = ".lorad-tmp-"
 
 
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
 class DiskFull(OSError):
-    """A write ran out of space; the message names the folder and how much was needed."""
+    """A write ran out of space. `where` says which disk; the message adds what to do ("JOB"
+    stands for the job's id, which the daemon fills in)."""
+
+    def __init__(self, number: int, where: str) -> None:
+        super().__init__(number, f"{where}; free some space there, then run: lorad retry JOB")
+        self.where = where
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full(folder: Path, error: OSError | None = None) -> DiskFull:
+    number = error.errno if error is not None and error.errno else errno.ENOSPC
+    reason = "quota exceeded" if number == errno.EDQUOT else "no space left"
+    return DiskFull(number, f"the disk holding {folder} is full ({reason})")
 
 
 def _raise_disk_full(error: OSError, target: Path) -> None:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        raise DiskFull(
-            error.errno, f"no space left on the disk holding {target.parent} "
-            f"(free some space there, then run: lorad retry JOB)"
-        ) from error
+    if error.errno in FULL_ERRNOS:
+        raise disk_full(target.parent, error) from error
 
 
 def fsync_dir(path: Path) -> None:
@@ -53,6 +68,11 @@ def _atomic(target: Path, write: Callable[[Path], None]) -> Path:
         _raise_disk_full(error, target)
         raise
     return target
+
+
+def atomic_write_with(target: Path, write: Callable[[Path], None]) -> Path:
+    """Like atomic_write_bytes, for writers that need a file name (an image library's save)."""
+    return _atomic(target, write)
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> Path:
@@ -129,7 +149,10 @@ def copy_tree_verified(source: Path, target: Path) -> None:
     """Copy a folder (links kept as links), then check every file arrived byte for byte."""
     try:
         shutil.copytree(source, target, symlinks=True)
-    except shutil.Error as error:
+    except shutil.Error as error:  # one (source, target, reason) per file that failed
+        reasons = [str(item[-1]) for item in error.args[0] if isinstance(item, tuple)]
+        if any(f"[Errno {number}]" in why for why in reasons for number in FULL_ERRNOS):
+            raise disk_full(target.parent) from error
         raise OSError(f"copying {source} to {target} failed: {error}") from error
     except OSError as error:
         _raise_disk_full(error, target)
@@ -141,6 +164,35 @@ def copy_tree_verified(source: Path, target: Path) -> None:
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
     fsync_dir(target.parent)
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete the temporary files (TEMP_PREFIX + pid) below root that a killed process left:
+    those of this process (a daemon that starts has written none yet, whatever pid it had
+    before) and of processes that are gone. Another running lorad's are left alone."""
+    removed = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if not name.startswith(TEMP_PREFIX):
+                continue
+            pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and 0 < int(pid) != os.getpid() and _running(int(pid)):
+                continue
+            path = Path(folder) / name
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def free_bytes(path: Path) -> int:

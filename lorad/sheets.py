@@ -10,12 +10,13 @@ Both are written atomically (temporary name, then os.replace) and return the pat
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from lorad.fsutil import atomic_write_with
 
 THUMB = 256  # thumbnail cells are THUMB x THUMB
 GAP = 8
@@ -184,8 +185,6 @@ def _centred(
 
 
 def _save(sheet: Image.Image, out: Path) -> Path:
-    out = Path(out)
-    partial = out.with_name(f".{out.name}.partial")
-    sheet.quantize(PALETTE_COLOURS).save(partial, format="PNG", optimize=True)
-    os.replace(partial, out)
-    return out
+    # Through fsutil: a full disk is reported as such, and no partial file stays behind.
+    image = sheet.quantize(PALETTE_COLOURS)
+    return atomic_write_with(Path(out), lambda tmp: image.save(tmp, format="PNG", optimize=True))

@@ -232,26 +232,29 @@ def _allowed_keys(table: str) -> list[str]:
     return sorted(model.model_fields)
 
 
-def read_subject_file(folder: Path) -> SubjectSettings:
-    """<folder>/lora.toml as written (defaults not filled in); an empty one if there is none."""
+def read_subject_file(folder: Path, shown: Path | None = None) -> SubjectSettings:
+    """<folder>/lora.toml as written (defaults not filled in); an empty one if there is none.
+
+    Messages name the file as `shown` (by default its path)."""
     path = folder / SUBJECT_FILE
+    shown = shown or path
     data: dict[str, Any] = {}
     if path.is_symlink():
-        raise SubjectError(f"{path}: is a symbolic link; put the settings file itself there")
+        raise SubjectError(f"{shown}: is a symbolic link; put the settings file itself there")
     if path.is_file():
         try:
             raw = path.read_bytes()
             if len(raw) > 64 * 1024:
-                raise SubjectError(f"{path}: {len(raw)} bytes is too large for a settings file")
+                raise SubjectError(f"{shown}: {len(raw)} bytes is too large for a settings file")
             data = tomllib.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            raise SubjectError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+            raise SubjectError(f"{shown}: not UTF-8 text; save it as UTF-8") from None
         except tomllib.TOMLDecodeError as error:
-            raise SubjectError(f"{path}: not valid TOML: {error}") from None
+            raise SubjectError(f"{shown}: not valid TOML: {error}") from None
     try:
         return SubjectSettings.model_validate(data)
     except ValidationError as error:
-        raise SubjectError(_describe(error, path)) from None
+        raise SubjectError(_describe(error, shown)) from None
 
 
 def fill_token(subject: SubjectSettings, folder_name: str, path: Path) -> None:
@@ -266,9 +269,12 @@ def fill_token(subject: SubjectSettings, folder_name: str, path: Path) -> None:
 
 
 def load_subject(folder: Path, settings: Settings, name: str | None = None) -> SubjectSettings:
-    """Read <folder>/lora.toml (if any), fill in the token and the model, check both."""
-    path = folder / SUBJECT_FILE
-    subject = read_subject_file(folder)
+    """Read <folder>/lora.toml (if any), fill in the token and the model, check both.
+
+    `name` is the folder's name as it was dropped: messages then name the file `<name>/lora.toml`
+    (where the person put it), not its place in lorad's work area."""
+    path = Path(name, SUBJECT_FILE) if name else folder / SUBJECT_FILE
+    subject = read_subject_file(folder, path)
     fill_token(subject, name or folder.name, path)
     if subject.model is None:
         subject.model = settings.default_model

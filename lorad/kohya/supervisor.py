@@ -4,6 +4,7 @@ silence and cancellation watched, stopped as a group (SIGTERM, then SIGKILL)."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import queue
 import subprocess
@@ -53,12 +54,16 @@ def _pump(stream: IO[bytes], name: str, out: queue.Queue) -> None:
 
 
 class _Log:
-    """train.log: every line, except that progress-bar redraws are thinned out."""
+    """train.log: every line, except that progress-bar redraws are thinned out.
+
+    A log that cannot be written (its disk is full) stops being written: the run goes on, and
+    what the trainer says about it (kept in memory) decides how it ended."""
 
     def __init__(self, path: Path) -> None:
         self.handle = open(path, "a", encoding="utf-8", errors="replace")
         self.last_bar = 0.0
         self.pending_bar: str | None = None
+        self.broken = False
 
     def write(self, line: str, is_bar: bool) -> None:
         now = time.monotonic()
@@ -68,13 +73,22 @@ class _Log:
         if is_bar:
             self.last_bar = now
         self.pending_bar = None
-        self.handle.write(line + "\n")
-        self.handle.flush()
+        self._put(line)
+
+    def _put(self, line: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.handle.write(line + "\n")
+            self.handle.flush()
+        except OSError:
+            self.broken = True
 
     def close(self) -> None:
         if self.pending_bar:
-            self.handle.write(self.pending_bar + "\n")
-        self.handle.close()
+            self._put(self.pending_bar)
+        with contextlib.suppress(OSError):
+            self.handle.close()
 
 
 def supervise(store: Store, job_id: int, argv: list[str], *, cwd: Path, env: dict[str, str],

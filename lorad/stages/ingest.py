@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from lorad.context import Context
-from lorad.fsutil import atomic_write_text, copy_tree_verified, fsync_dir, unique_path
+from lorad.fsutil import DiskFull, atomic_write_text, copy_tree_verified, fsync_dir, unique_path
 from lorad.logs import log
 from lorad.store import Job
 from lorad.workspace import JobPaths
@@ -130,7 +130,9 @@ def _move_in(ctx: Context, folder: Path, paths: JobPaths, job_id: int) -> bool:
             _remove_parked(parked_path(folder, job_id))
             return True
         _undo_claim(ctx, job_id, folder, paths.root if ours else None)
-        log.warning("could not take %s from the inbox (%s); will try again", folder, error)
+        reason = f"{error.where}; free some space there" if isinstance(error, DiskFull) else error
+        log.warning("could not take %s from the inbox (%s); it stays there and is tried again",
+                    folder, reason)
         return False
     return True
 

@@ -38,7 +38,7 @@ from lorad.store import Job
 from lorad.subject import SubjectSettings
 from lorad.workspace import epoch_file_name
 
-NOT_RETRIED = ("missing_model", "bad_args", "no_data")
+NOT_RETRIED = ("missing_model", "bad_args", "no_data", "disk_full")
 
 
 class Interrupted(Exception):
@@ -65,10 +65,13 @@ class Plan:
 
 
 # ---- what the job has done so far ---------------------------------------------------------
-def harvest(ctx: Context, job: Job, train: dict[str, Any]) -> list[str]:
+def harvest(ctx: Context, job: Job, train: dict[str, Any], problems_of: int | None = None
+            ) -> list[str]:
     """Link every finished epoch and sample of every run into the job's folders.
 
-    Returns the problems found (corrupt model files), which are never harvested.
+    Returns the problems found (corrupt model files, which are never harvested) in the outputs
+    of run number `problems_of`, or of every run when it is None: a file that an earlier run
+    left half-written (it crashed, or was killed with the daemon) is not the latest run's fault.
     """
     paths, token = ctx.paths(job), job.token or ""
     epochs = train.setdefault("epochs", {})
@@ -84,7 +87,8 @@ def harvest(ctx: Context, job: Job, train: dict[str, Any]) -> list[str]:
                 continue
             problem = outputs.safetensors_problem(found.path)
             if problem:
-                problems.append(problem)
+                if problems_of in (None, run["number"]):
+                    problems.append(problem)
                 continue
             link_or_copy(found.path, target)
             epochs[str(real)] = {"file": str(target), "run": run["number"], "at": time.time()}
@@ -213,7 +217,7 @@ def run(ctx: Context, job: Job, gpu: int) -> None:
         run_info.update(ended=time.time(), exit=outcome.exit_code, how=outcome.ended,
                         seconds=round(outcome.seconds, 1))
         train["seconds"] = round(train.get("seconds", 0) + outcome.seconds, 1)
-        corrupt = harvest(ctx, job, train)
+        corrupt = harvest(ctx, job, train, problems_of=plan.number)
         store.update(job.id, train=train)
         if outcome.ended == "cancelled":
             raise Cancelled("training cancelled; the finished epochs are kept")
@@ -299,6 +303,9 @@ def _recover(ctx: Context, job: Job, gpu: int, train: dict[str, Any], failure: F
                     data={"changes": changes})
         log.warning("out of GPU memory; retrying with %s", step.name)
         return
+    if failure.kind == "disk_full":  # retrying would only fill it again
+        raise StageFailed(f"{failure.message} to {ctx.paths(job).train}; free some space there, "
+                          f"then run: lorad retry {job.id} (the finished epochs are kept)")
     if failure.kind in NOT_RETRIED:
         raise StageFailed(failure.message)
     attempts = store.get(job.id).attempts + 1
