@@ -27,7 +27,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 class Env:
-    def __init__(self, config: Path | None) -> None:
+    def __init__(self, config: Path | None = None) -> None:
         self.config = config
         self._settings: Settings | None = None
 
@@ -56,17 +56,37 @@ def fail(message: str, code: int = 1) -> Any:
     sys.exit(code)
 
 
-pass_env = click.make_pass_decorator(Env)
+pass_env = click.make_pass_decorator(Env, ensure=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "-c", type=click.Path(path_type=Path), default=None,
-              help="lorad.toml (default: /etc/lorad/lorad.toml, else ./lorad.toml)")
+def _set_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Env).config = value
+
+
+# Accepted before the command and after it (`lorad -c F run`, `lorad run -c F`); the one that
+# comes last wins.
+config_option = click.option(
+    "--config", "-c", type=click.Path(path_type=Path), default=None, expose_value=False,
+    callback=_set_config, help="lorad.toml (default: /etc/lorad/lorad.toml, else ./lorad.toml)",
+)
+
+
+class _Group(click.Group):
+    """Every command of the group gets --config as well."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        config_option(cmd)
+        super().add_command(cmd, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
 @click.version_option(package_name="lorad")
 @click.pass_context
-def main(ctx: click.Context, config: Path | None) -> None:
+def main(ctx: click.Context) -> None:
     """lorad: a folder of photos in, a trained LoRA out."""
-    ctx.obj = Env(config)
+    ctx.ensure_object(Env)
 
 
 @main.command()
@@ -85,6 +105,19 @@ def run(env: Env, log_level: str | None) -> None:
         sys.exit(Daemon(settings, env.config).run())
     except AlreadyRunning as error:
         fail(str(error))
+    except OSError as error:
+        logs.log.debug("lorad run stopped by an OS error", exc_info=True)
+        fail(describe_os_error(error))
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a folder or file lorad cannot use: the path, the reason, what to do."""
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return f"lorad cannot go on: {reason}"
+    return (f"cannot use {error.filename}: {reason}; create it (and its parent folders) or fix "
+            "their owner and permissions so that the user running lorad may write there, or "
+            "point inbox, outbox, state_dir and failed elsewhere in the configuration")
 
 
 # ---- looking at jobs --------------------------------------------------------------------

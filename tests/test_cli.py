@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import zipfile
 
@@ -119,3 +121,36 @@ def test_resume_and_pick_from_the_command_line(config):
     assert f"job {job_id + 1} queued: epochs 3 to 5 of alice, from epoch 2" in queued
     refused = lorad(cfg, "resume", str(job_id), "--epochs", "3", check=False)
     assert refused.returncode == 1 and "still working on this LoRA" in refused.stderr
+
+
+def lorad_plain(*args: str) -> subprocess.CompletedProcess:
+    """`lorad ARGS` exactly as given (tests.daemon_process.lorad puts --config first)."""
+    return subprocess.run([sys.executable, "-m", "lorad", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_config_is_accepted_after_the_command_as_well_as_before_it(tmp_path, config):
+    cfg = config()
+    job_id = prepared_job(context(cfg))
+    listed = lorad_plain("status", "--config", str(cfg), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [job["id"] for job in json.loads(listed.stdout)] == [job_id]
+    assert "alice" in lorad_plain("show", "alice", "-c", str(cfg)).stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text() + "\n[notify.extra]\nloud = true\n")
+    refused = lorad_plain("run", "--config", str(bad))
+    assert refused.returncode == 1 and f"{bad}: unknown key 'notify.extra'" in refused.stderr
+    last_wins = lorad_plain("--config", str(bad), "status", "--config", str(cfg), "--json")
+    assert last_wins.returncode == 0, last_wins.stderr
+
+
+def test_a_folder_lorad_cannot_create_is_one_clear_line_not_a_traceback(tmp_path, config):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    cfg = config(outbox=str(blocker / "outbox"))
+    result = lorad(cfg, "run", check=False, timeout=30)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert f"cannot use {blocker / 'outbox'}: Not a directory" in lines[0]
