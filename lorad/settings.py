@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
@@ -261,21 +261,38 @@ def find_config(path: Path | None) -> Path | None:
     return None
 
 
-def _known_env_names() -> set[str]:
-    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+def _unknown_part(model: type[BaseModel], parts: list[str]) -> str | None:
+    """The first of `parts` (a key path, lower case) that names no key of `model`, or None.
+
+    A table of names (`models`, `kohya.env`) takes any name at its level.
+    """
+    fields = {name.lower(): info for name, info in model.model_fields.items()}
+    head, rest = parts[0], parts[1:]
+    if head not in fields:
+        return head
+    annotation = fields[head].annotation
+    if rest and get_origin(annotation) is dict:
+        rest, annotation = rest[1:], get_args(annotation)[1]
+    if not rest:
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _unknown_part(annotation, rest)
+    return rest[0]  # a plain value has no keys below it
 
 
 def _check_env() -> None:
-    known = _known_env_names()
+    """Refuse LORAD_* variables that name no key: the message names the variable."""
     for name in os.environ:
         if not name.upper().startswith(ENV_PREFIX):
             continue
-        top = name.upper().split("__", 1)[0]
-        if top not in known:
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        wrong = _unknown_part(Settings, parts)
+        if wrong is not None:
+            key = ".".join(parts)
             raise ConfigError(
-                f"environment variable {name}: no configuration key "
-                f"{name[len(ENV_PREFIX):].lower()!r} (unset it, or check the spelling against "
-                "README's configuration keys)"
+                f"environment variable {name}: no configuration key {key!r} ({wrong!r} is not "
+                "a key there); unset it, or check the spelling against README's configuration "
+                "keys"
             )
 
 

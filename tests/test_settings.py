@@ -53,6 +53,30 @@ def test_an_unknown_lorad_variable_is_an_error_naming_it(tmp_path, monkeypatch):
         load_settings(write(tmp_path, ""))
 
 
+@pytest.mark.parametrize("name, wrong", [
+    ("LORAD_CAPTION__MODLE", "'modle'"),
+    ("LORAD_MODELS__SD15__WEIGHT", "'weight'"),
+    ("LORAD_INBOX__PATH", "'path'"),
+])
+def test_a_misspelled_nested_variable_is_blamed_on_the_variable_not_the_file(
+        tmp_path, monkeypatch, name, wrong):
+    monkeypatch.setenv(name, "x")
+    path = write(tmp_path, '[models.sd15]\npath = "/m"\nfamily = "sd15"\n')
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    message = str(error.value)
+    assert message.startswith(f"environment variable {name}: no configuration key")
+    assert wrong in message and "unknown key" not in message
+
+
+def test_nested_variables_that_name_real_keys_are_accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORAD_KOHYA__ENV__HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LORAD_WATCH__SETTLE_SECONDS", "3")
+    settings = load_settings(write(tmp_path, ""))
+    assert list(settings.kohya.env.values()) == ["1"]
+    assert settings.watch.settle_seconds == 3.0
+
+
 @pytest.mark.parametrize("text, message", [
     ('failed = "/srv/in/failed"\n', "failed (/srv/in/failed) is inside the inbox"),
     ('[caption]\ndevice = "gpu"\n', "caption.device"),
