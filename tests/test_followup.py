@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -101,10 +103,12 @@ def test_pick_makes_an_earlier_epoch_the_lora(done_job):
 def _request(ctx, name: str, text: str) -> Path:
     path = ctx.settings.outbox / "alice" / name
     path.write_text(text)
-    old = time.time() - 5  # written a while ago: finished
-    import os
+    return _settled(path)
 
-    os.utime(path, (old, old))
+
+def _settled(path: Path) -> Path:
+    old = time.time() - 5  # written a while ago: finished
+    os.utime(path, (old, old), follow_symlinks=False)
     return path
 
 
@@ -150,3 +154,104 @@ def test_a_request_still_being_written_waits(done_job):
     request.write_text("epoch = ")
     followup.scan_requests(ctx)
     assert request.exists()  # not read yet: it is too fresh
+
+
+def test_unparseable_request_content_is_not_copied_into_the_error_file(done_job):
+    ctx, _ = done_job
+    request = _request(ctx, "resume.toml", "epochs = \nhunter2-secret = [\n")
+    followup.scan_requests(ctx)
+    error = request.with_name("resume.error.txt").read_text()
+    assert "not valid TOML" in error and "hunter2" not in error
+
+
+def test_a_folder_named_like_a_request_is_answered_once_and_the_scan_goes_on(done_job, caplog):
+    ctx, job_id = done_job
+    caplog.set_level(logging.INFO, logger="lorad")
+    folder = ctx.settings.outbox / "alice" / "pick.toml"
+    folder.mkdir()
+    _settled(folder)
+    _request(ctx, "resume.toml", "epochs = 1\n")
+    followup.scan_requests(ctx)  # must not raise
+    error = folder.with_name("pick.error.txt")
+    assert "pick.toml is a folder" in error.read_text()
+    assert folder.is_dir()  # a person's folder is left alone
+    assert folder.with_name("resume.done.toml").is_file()  # the other request was acted on
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith(f"job {job_id} (alice): ") and "pick.toml is a folder" in m
+               for m in warnings)
+    answered = error.stat().st_mtime_ns
+    followup.scan_requests(ctx)
+    assert error.stat().st_mtime_ns == answered  # not answered again on every scan
+
+
+def test_a_request_that_links_elsewhere_is_refused_without_reading_its_target(done_job, tmp_path):
+    ctx, job_id = done_job
+    secret = tmp_path / "secrets.toml"
+    secret.write_text("epochs = 2\n# tgram://123:hunter2-token/456\n")
+    link = ctx.settings.outbox / "alice" / "resume.toml"
+    link.symlink_to(secret)
+    _settled(link)
+    followup.scan_requests(ctx)
+    error = link.with_name("resume.error.txt").read_text()
+    assert "symbolic link" in error and "hunter2" not in error
+    assert not link.is_symlink() and not link.exists()  # the link is gone...
+    assert "hunter2" in secret.read_text()  # ...its target untouched
+    assert [j for j in ctx.store.jobs() if j.parent_id == job_id] == []
+
+
+def test_an_oversized_request_is_refused_and_not_copied(done_job):
+    ctx, job_id = done_job
+    request = _request(ctx, "resume.toml", "epochs = 2\n# hunter2 " + "x" * 10_000 + "\n")
+    followup.scan_requests(ctx)
+    error = request.with_name("resume.error.txt").read_text()
+    assert f"at most {followup.MAX_REQUEST_BYTES} bytes" in error and "hunter2" not in error
+    assert not request.exists()
+    assert [j for j in ctx.store.jobs() if j.parent_id == job_id] == []
+
+
+def test_a_request_that_cannot_be_opened_gets_the_reason(done_job, monkeypatch):
+    ctx, _ = done_job
+    request = _request(ctx, "pick.toml", "epoch = 1\n")
+    real_open = os.open
+
+    def refuse(path, *args, **kwargs):
+        if str(path) == str(request):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(followup.os, "open", refuse)
+    followup.scan_requests(ctx)
+    error = request.with_name("pick.error.txt").read_text()
+    assert "pick.toml cannot be read (Permission denied)" in error
+
+
+def test_an_unreadable_request_file_gets_the_reason(done_job):
+    if os.geteuid() == 0:
+        pytest.skip("running as root, which reads a file whatever its mode: chmod 000 cannot "
+                    "make it unreadable (test_a_request_that_cannot_be_opened_gets_the_reason "
+                    "covers the same path)")
+    ctx, _ = done_job
+    request = _request(ctx, "pick.toml", "epoch = 1\n")
+    request.chmod(0)
+    followup.scan_requests(ctx)
+    error = request.with_name("pick.error.txt").read_text()
+    assert "pick.toml cannot be read (Permission denied)" in error
+
+
+def test_an_unexpected_failure_is_logged_with_the_job_and_the_scan_goes_on(done_job, caplog,
+                                                                           monkeypatch):
+    ctx, job_id = done_job
+    caplog.set_level(logging.INFO, logger="lorad")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(followup, "resume", broken)
+    resume_request = _request(ctx, "resume.toml", "epochs = 1\n")
+    _request(ctx, "pick.toml", "epoch = 1\n")
+    followup.scan_requests(ctx)  # must not raise
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(m.startswith(f"job {job_id} (alice): ") and "the store went away" in m
+               for m in errors)
+    assert resume_request.exists()  # left for the next scan
+    assert resume_request.with_name("pick.done.toml").is_file()
