@@ -352,9 +352,15 @@ class Store:
                                f"{job.stage} stage")
         return running
 
-    def register_content(self, job_id: int, content_hash: str, token: str, model: str,
-                         allow_duplicate: bool) -> Job | None:
-        """Record what a job trains on; return a live job that registered the same set first.
+    def register_content(self, job_id: int, content_hash: str, token: str, model: str, *,
+                         allow_duplicate: bool, token_asked: bool,
+                         model_asked: bool) -> Job | None:
+        """Record what a job trains on; return an earlier job that registered the same set.
+
+        The same photos are a duplicate of any job that is not rejected or cancelled (a failed
+        one can still be retried), unless lora.toml asked for a token or a model (`token_asked`,
+        `model_asked`) that differs from that job's. A token derived from the folder name is not
+        asked for: the same photos under another folder name are still the same set.
 
         Registrations are serialized (BEGIN IMMEDIATE), so of two copies prepared at the same
         time, whichever registers second is the duplicate, whatever their ids.
@@ -364,10 +370,10 @@ class Store:
             if allow_duplicate:
                 return None
             row = self.conn.execute(
-                "SELECT * FROM jobs WHERE content_hash = ? AND token = ? AND model = ? "
-                "AND id != ? AND kind = 'new' AND state NOT IN ('failed', 'rejected', 'cancelled') "
-                "ORDER BY id LIMIT 1",
-                (content_hash, token, model, job_id),
+                "SELECT * FROM jobs WHERE content_hash = ? AND id != ? AND kind = 'new' "
+                "AND state NOT IN ('rejected', 'cancelled') "
+                "AND (? = 0 OR token = ?) AND (? = 0 OR model = ?) ORDER BY id LIMIT 1",
+                (content_hash, job_id, token_asked, token, model_asked, model),
             ).fetchone()
         return Job.from_row(row) if row else None
 

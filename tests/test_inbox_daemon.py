@@ -235,6 +235,36 @@ def test_the_same_photos_dropped_again_are_refused_as_a_duplicate(tmp_path, conf
         "IMG_0.JPG", "IMG_1.JPG", "IMG_2.JPG", "IMG_3.JPG", "error.txt", "lora.toml"]
 
 
+def test_the_same_photos_under_another_folder_name_are_refused_as_a_duplicate(
+        tmp_path, config, fake_trainer):
+    """No lora.toml: the token made from the new folder name differs, yet it is the same set;
+    the earlier job failed, so the refusal says how to retry it. A lora.toml that asks for
+    another token trains them."""
+    cfg = config(**NO_CAPTIONS, kohya={"max_attempts": 1})
+    fake_trainer(faults=[{"kind": "crash", "at_step": 1, "times": 1}])
+    staged, inbox = tmp_path / "staged", tmp_path / "inbox"
+    photos(staged / "alice")
+    daemon = running(cfg, tmp_path)
+    try:
+        shutil.copytree(staged / "alice", inbox / "alice")
+        [first] = daemon.wait_for(all_final(1), what="the first drop to fail in training")
+        assert first["state"] == "failed"
+        shutil.copytree(staged / "alice", inbox / "Alice (2)")
+        shutil.copytree(staged / "alice", inbox / "ally")
+        (inbox / "ally" / "lora.toml").write_text('token = "ally"\n')
+        jobs = daemon.wait_for(decided("Alice (2)", "ally"), what="the two later drops")
+    finally:
+        assert daemon.stop() == 0
+    renamed = job_named(jobs, "Alice (2)")
+    assert renamed["state"] == "rejected" and renamed["token"] == "alice_2"
+    assert f"already dropped as job {first['id']}" in renamed["error"]
+    assert f"lorad retry {first['id']}" in renamed["error"]
+    assert "allow_duplicate = true" in renamed["error"]
+    note = (tmp_path / "state" / "failed" / "Alice (2)" / "error.txt").read_text()
+    assert f"lorad retry {first['id']}" in note
+    assert job_named(jobs, "ally")["state"] not in ("rejected", "failed")
+
+
 def test_a_symlink_to_etc_is_never_followed(tmp_path, config):
     """A subject folder that is a link to /etc is refused (the link goes to failed/); links to
     /etc inside a subject folder are moved as links and never read."""
@@ -325,18 +355,74 @@ def test_rejected_and_failed_differ_and_retry_reruns_a_failed_job_from_its_stage
     assert any("retry requested: continues at the train stage" in line for line in carol_events)
 
 
+def register(store: Store, job_id: int, token: str = "alice", model: str = "sd15", *,
+             allow: bool = False, token_asked: bool = False, model_asked: bool = False):
+    return store.register_content(job_id, "same photos", token, model, allow_duplicate=allow,
+                                  token_asked=token_asked, model_asked=model_asked)
+
+
 def test_two_copies_of_one_set_prepared_at_the_same_time_train_once(tmp_path):
     """Two preparations finish in either order: whichever registers second is the duplicate."""
     store = Store(tmp_path / "lorad.db")
     first = store.create_job("alice", state="preparing", stage="prepare")
     second = store.create_job("alice copy", state="preparing", stage="prepare")
-    assert store.register_content(second, "same photos", "alice", "sd15", False) is None
-    earlier = store.register_content(first, "same photos", "alice", "sd15", False)
+    assert register(store, second) is None
+    earlier = register(store, first)
     assert earlier is not None and earlier.id == second
     third = store.create_job("alice again", state="preparing", stage="prepare")
-    assert store.register_content(third, "same photos", "alice", "sd15", True) is None
+    assert register(store, third, allow=True) is None
     other = store.create_job("alice as ally", state="preparing", stage="prepare")
-    assert store.register_content(other, "same photos", "ally", "sd15", False) is None
+    assert register(store, other, "ally", token_asked=True) is None
+
+
+def test_a_set_whose_lora_toml_asks_for_no_token_or_model_matches_on_its_photos_alone(tmp_path):
+    """A token made from another folder name, or another default model, is no new request."""
+    store = Store(tmp_path / "lorad.db")
+    first = store.create_job("alice", state="preparing", stage="prepare")
+    assert register(store, first) is None
+
+    def refused(name: str, *args, **asked) -> int | None:
+        job_id = store.create_job(name, state="preparing", stage="prepare")
+        earlier = register(store, job_id, *args, **asked)
+        store.end(job_id, "rejected", "a duplicate")  # what the prepare stage does
+        return earlier.id if earlier else None
+
+    assert refused("Alice (2)", "alice_2") == first
+    assert refused("alice", model="sdxl") == first
+    assert refused("alice 3", "alice", token_asked=True) == first
+    assert refused("alice xl", "alice_xl", "sdxl", model_asked=True) is None
+    assert refused("ally", "ally", token_asked=True) is None
+
+
+def test_a_failed_earlier_job_still_blocks_a_duplicate_and_rejected_or_cancelled_do_not(
+        tmp_path):
+    store = Store(tmp_path / "lorad.db")
+    first = store.create_job("alice", state="preparing", stage="prepare")
+    assert register(store, first) is None
+    store.end(first, "failed", "the trainer crashed")
+    again = store.create_job("alice again", state="preparing", stage="prepare")
+    assert register(store, again).id == first
+    for state in ("rejected", "cancelled"):
+        store.end(first, state, "gone")
+        store.end(again, state, "gone")
+        later = store.create_job(f"alice after {state}", state="preparing", stage="prepare")
+        assert register(store, later) is None
+        store.end(later, state, "gone")
+
+
+def test_the_duplicate_refusal_names_the_earlier_job_and_what_to_do(tmp_path):
+    from lorad.stages.prepare import duplicate_message
+
+    store = Store(tmp_path / "lorad.db")
+    job_id = store.create_job("alice", state="failed", stage="train", token="alice",
+                              model="sd15")
+    message = duplicate_message(store.get(job_id))
+    assert f"already dropped as job {job_id} (alice, token alice, model sd15, now failed)" \
+        in message
+    assert f"lorad retry {job_id}" in message and "allow_duplicate = true" in message
+    store.update(job_id, state="training")
+    message = duplicate_message(store.get(job_id))
+    assert f"lorad show {job_id}" in message and "retry" not in message
 
 
 def test_the_status_line_counts_the_queue_and_names_the_running_jobs(tmp_path, monkeypatch):

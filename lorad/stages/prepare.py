@@ -15,7 +15,7 @@ from lorad.fsutil import atomic_copy
 from lorad.outbox import take_folder
 from lorad.preparer import PrepareFailed, request, run_preparer
 from lorad.store import Job
-from lorad.subject import SubjectError, load_subject
+from lorad.subject import SubjectError, load_subject, read_subject_file
 
 
 def run(ctx: Context, job: Job) -> None:
@@ -44,14 +44,14 @@ def run(ctx: Context, job: Job) -> None:
                                   spawn=spawn)
     except PrepareFailed as error:
         raise StageFailed(str(error)) from None
-    earlier = store.register_content(job.id, result.fingerprint, subject.token, subject.model,
-                                     subject.allow_duplicate)
+    written = read_subject_file(paths.source)  # what lora.toml itself asks for
+    earlier = store.register_content(
+        job.id, result.fingerprint, subject.token, subject.model,
+        allow_duplicate=subject.allow_duplicate, token_asked=written.token is not None,
+        model_asked=written.model is not None,
+    )
     if earlier is not None:
-        raise Rejected(
-            f"these photos were already dropped as job {earlier.id} ({earlier.name}, "
-            f"token {earlier.token}, now {earlier.state}); to train them again anyway, add "
-            "allow_duplicate = true to lora.toml, or give it another token or model"
-        )
+        raise Rejected(duplicate_message(earlier))
     for line in result.warnings:
         store.event(job.id, line, level="warning")
     if not result.usable:
@@ -68,3 +68,17 @@ def run(ctx: Context, job: Job) -> None:
     store.update(job.id, outbox_dir=str(outbox),
                  train={**job.train, "images": result.accepted, "repeats": result.repeats})
     store.event(job.id, result.message)
+
+
+def duplicate_message(earlier: Job) -> str:
+    """Why a set is refused as a duplicate of `earlier`, and what to do about it."""
+    said = (f"these photos were already dropped as job {earlier.id} ({earlier.name}, token "
+            f"{earlier.token}, model {earlier.model}, now {earlier.state})")
+    if earlier.state == "failed":
+        said += f"; to go on with that job, run `lorad retry {earlier.id}`"
+    elif earlier.state == "done":
+        said += f"; its results are in {earlier.outbox_dir or 'the outbox'}"
+    else:
+        said += f"; it is still being worked on (`lorad show {earlier.id}`)"
+    return (said + ". To train them again anyway, add allow_duplicate = true to lora.toml, or "
+            "set another token or model there")
