@@ -3,8 +3,9 @@
 A folder is ready when its fingerprint (relative path, size and mtime of every file, and the file
 count) has not changed for `watch.settle_seconds`, or at once when it holds the ready marker. Any
 change restarts the wait and there is no give-up. System litter (.DS_Store, @eaDir/, ...) is left
-out of the fingerprint; an empty folder is never ready. Filesystem events only say "look now"; a
-full rescan at start-up and every `watch.rescan_seconds` covers lost events and downtime.
+out of the fingerprint; an empty folder is never ready (it may be about to be filled), but once it
+has stayed empty for the settle time a warning names it, once. Filesystem events only say "look
+now"; a full rescan at start-up and every `watch.rescan_seconds` covers lost events and downtime.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class Candidate:
     fingerprint: Fingerprint | None = None
     changed_at: float = 0.0
     checked_at: float = float("-inf")
+    warned_empty: bool = False
 
 
 class _Nudge(FileSystemEventHandler):
@@ -253,11 +255,22 @@ class Inbox:
                 cand.fingerprint, cand.changed_at = current, now
             marker = self._has_marker(current)
             if current[0] - marker == 0:
-                continue  # empty: a person may have made the folder and not filled it yet
+                self._warn_if_left_empty(cand, now)  # a person may not have filled it yet
+                continue
             if marker or now - cand.changed_at >= self.settings.settle_seconds:
                 del self.candidates[name]
                 ready.append(cand.path)
         return ready
+
+    def _warn_if_left_empty(self, cand: Candidate, now: float) -> None:
+        """One warning for a folder that has stayed without a file that counts for the settle
+        time: otherwise it would sit in the inbox unexplained."""
+        if cand.warned_empty or now - cand.changed_at < self.settings.settle_seconds:
+            return
+        cand.warned_empty = True
+        log.warning("%s has no photos in it (it is empty, or holds only system files such as "
+                    ".DS_Store or Thumbs.db) and is left in the inbox: put the photos into it "
+                    "to make it a job, or remove it", cand.path)
 
     def _next_check(self, cand: Candidate) -> float:
         quiet = cand.checked_at - cand.changed_at

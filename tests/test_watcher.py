@@ -189,6 +189,32 @@ def test_an_empty_folder_is_never_taken(watch):
     assert watch.wait(MAX_CHECK_INTERVAL + 1.0) == ["New Folder"]
 
 
+def test_a_folder_left_empty_or_with_litter_only_is_named_in_one_warning(watch, caplog):
+    """Not taken (it may be filled yet), but not left unexplained either."""
+    (watch.inbox / "New Folder").mkdir()
+    holiday = watch.inbox / "Holiday"
+    (holiday / "@eaDir").mkdir(parents=True)
+    (holiday / "Thumbs.db").write_bytes(b"explorer")
+    (holiday / "@eaDir" / "thumb.jpg").write_bytes(b"nas")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    with caplog.at_level(logging.WARNING, logger="lorad"):
+        assert watch.wait(SETTLE - 1) == []
+        assert warnings() == []
+        assert watch.wait(1.0 + MAX_CHECK_INTERVAL) == []
+        assert sorted(warnings()) == [
+            f"{watch.inbox / name} has no photos in it (it is empty, or holds only system files "
+            "such as .DS_Store or Thumbs.db) and is left in the inbox: put the photos into it to "
+            "make it a job, or remove it" for name in ("Holiday", "New Folder")]
+        assert watch.wait(10 * SETTLE, step=5) == []
+        assert len(warnings()) == 2
+        (holiday / "photo.jpg").write_bytes(b"jpeg")
+        assert watch.wait(SETTLE + MAX_CHECK_INTERVAL) == ["Holiday"]
+        assert len(warnings()) == 2
+
+
 def test_a_settling_folder_is_looked_at_often_and_exactly_when_it_may_be_ready(watch):
     watch.folder("alice")
     assert watch.poll() == []
