@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lorad.captions import apply_prefix, write_caption
-from lorad.images import IMAGE_EXTENSIONS, ImageVerdict, process_image
+from lorad.images import FORMAT_NAMES, IMAGE_EXTENSIONS, ImageVerdict, process_image
 from lorad.junk import is_junk, is_junk_dir
 from lorad.settings import PrepareSettings
 from lorad.sheets import dataset_sheet
@@ -56,6 +56,7 @@ CRASHED = (
 SKIPPED_FOLDER = "is a hidden, system or ignored folder: not read"
 SKIPPED_FILE = "is a hidden, system or partial file, or matches an ignore pattern"
 NOT_REGULAR = "is not a regular file (a pipe, socket or device): copy the photo itself in"
+NOT_AN_IMAGE = "is not an image or a caption"
 
 Progress = Callable[[int, int], None]
 Convert = Callable[[Path, Path, PrepareSettings, Path | None], ImageVerdict]
@@ -187,7 +188,7 @@ def _classify(
         status = "ignored" if kind == "other" else "refused"
         return Entry(rel, path, status, NOT_REGULAR)
     if kind == "other":
-        return Entry(rel, path, "ignored", "is not an image or a caption")
+        return Entry(rel, path, "ignored", NOT_AN_IMAGE)
     return Entry(rel, path, kind)
 
 
@@ -569,6 +570,9 @@ def _judge(
         f"{shown(entry.rel)} {warning}" for entry in entries for warning in entry.warnings
     ]
     problems = checks.problems + [f"{shown(entry.rel)} {entry.reason}" for entry in refused]
+    if not accepted:  # then what was dropped instead of photos is worth naming
+        problems += [f"{shown(entry.rel)} is not a photo: lorad reads {FORMAT_NAMES} files"
+                     for entry in entries if entry.reason == NOT_AN_IMAGE]
     strict_stop = options.strict and not checks.problems and bool(warnings or refused)
     if strict_stop:
         problems = [

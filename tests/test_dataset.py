@@ -231,6 +231,19 @@ def test_too_few_images_refuse_the_dataset(tmp_path):
     assert report_of(tmp_path / "dest")["usable"] is False
 
 
+def test_a_folder_with_no_photo_at_all_names_what_was_dropped_instead(tmp_path):
+    source = tmp_path / "subject"
+    source.mkdir()
+    (source / "notes.pdf").write_bytes(b"%PDF-1.4")
+    (source / "lora.toml").write_text('token = "alice"\n')
+    result = prepare_dataset(source, tmp_path / "dest", options(PrepareSettings(workers=1)))
+    assert not result.usable
+    assert result.message.startswith("The dataset cannot be used: no usable photos")
+    assert result.problems[1:] == [
+        "notes.pdf is not a photo: lorad reads JPEG, PNG, WebP, BMP, TIFF, AVIF, GIF or HEIC "
+        "files"]
+
+
 def test_strict_mode_turns_warnings_and_refusals_into_a_refusal(tmp_path):
     source = tmp_path / "subject"
     photos(source, ["a.jpg", "b.jpg", "c.jpg"])

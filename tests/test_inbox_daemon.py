@@ -265,6 +265,40 @@ def test_the_same_photos_under_another_folder_name_are_refused_as_a_duplicate(
     assert job_named(jobs, "ally")["state"] not in ("rejected", "failed")
 
 
+def test_a_folder_without_photos_and_an_unknown_model_are_rejected_and_the_next_is_served(
+        tmp_path, config):
+    """Bad input ends in failed/<name>/ with error.txt, each with its own reason; a good folder
+    dropped after them is still taken and prepared."""
+    cfg = config(**NO_CAPTIONS)
+    inbox = tmp_path / "inbox"
+    daemon = running(cfg, tmp_path)
+    try:
+        (inbox / "papers").mkdir()
+        (inbox / "papers" / "notes.pdf").write_bytes(b"%PDF-1.4 not a photo")
+        photos(inbox / "flux", seed=5)
+        (inbox / "flux" / "lora.toml").write_text('model = "flux"\n')
+        daemon.wait_for(all_final(2), what="both refusals")
+        photos(inbox / "good", seed=6)
+        jobs = daemon.wait_for(decided("good"), what="the good folder")
+    finally:
+        assert daemon.stop() == 0
+    failed = tmp_path / "state" / "failed"
+    papers, flux = job_named(jobs, "papers"), job_named(jobs, "flux")
+    assert papers["state"] == "rejected"
+    assert papers["error"].startswith("The dataset cannot be used: no usable photos")
+    assert "notes.pdf is not a photo: lorad reads JPEG, PNG" in papers["error"]
+    assert (failed / "papers" / "notes.pdf").read_bytes() == b"%PDF-1.4 not a photo"
+    assert papers["error"].splitlines()[0] in (failed / "papers" / "error.txt").read_text()
+    assert flux["state"] == "rejected"
+    assert "model 'flux' is not a base model of this daemon (known: sd15, sdxl)" in flux["error"]
+    assert "model 'flux'" in (failed / "flux" / "error.txt").read_text()
+    assert sorted(p.name for p in (failed / "flux").iterdir()) == [
+        "error.txt", "lora.toml", "photo_001.jpg", "photo_002.jpg", "photo_003.jpg",
+        "photo_004.jpg"]
+    assert job_named(jobs, "good")["state"] not in ("rejected", "failed")
+    assert list(inbox.iterdir()) == []
+
+
 def test_a_symlink_to_etc_is_never_followed(tmp_path, config):
     """A subject folder that is a link to /etc is refused (the link goes to failed/); links to
     /etc inside a subject folder are moved as links and never read."""

@@ -54,8 +54,8 @@ def run(ctx: Context, job: Job) -> None:
         raise Rejected(duplicate_message(earlier))
     for line in result.warnings:
         store.event(job.id, line, level="warning")
-    if not result.usable:
-        raise Rejected("\n".join([result.message, *result.problems]))
+    if not result.usable:  # the message holds the first problem; the others follow it
+        raise Rejected("\n".join([result.message, *result.problems[1:]]))
     for line in result.problems:
         store.event(job.id, line, level="warning")
     outbox, aside = take_folder(settings.outbox, subject.token, job.id,
