@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lorad.captioner import CaptionError, caption_folder
+from lorad.captioner import CaptionError, caption_folder, images_to_caption
+from lorad.captions import caption_path, prefix_only, write_caption
 from lorad.dataset import PrepareOptions, PrepareResult, prepare_dataset, write_zip
 from lorad.settings import CaptionSettings, ConfigError, PrepareSettings, find_config, load_settings
 from lorad.subject import SubjectError, fill_token, read_subject_file
@@ -53,15 +54,34 @@ def prepare_folder(config: Path | None, subject_dir: Path, out: Path, *, token: 
     enabled = caption_settings.enabled if subject.caption.enabled is None else \
         subject.caption.enabled
     if caption and enabled:
-        echo(f"captioning with {caption_settings.model} ...")
-        try:
-            outcome = caption_folder(result.train_dir, subject.prefix, caption_settings)
-        except CaptionError as error:
-            raise OneShotError(str(error)) from None
-        for warning in outcome.warnings:
-            echo(f"  {warning}")
+        _caption_with_blip(result.train_dir, subject.prefix, caption_settings, echo)
+    else:
+        _caption_with_prefix(result.train_dir, subject.prefix, echo)
     echo(f"dataset: {result.train_dir}")
     echo(f"report: {result.report_path}  sheet: {result.sheet_path}")
     if make_zip:
         echo(f"zip: {write_zip(out, out / 'dataset.zip')}")
     return result
+
+
+def _caption_with_blip(folder: Path, prefix: str, settings: CaptionSettings,
+                       echo: Callable[[str], None]) -> None:
+    """BLIP writes a caption for every image the user did not caption."""
+    echo(f"captioning with {settings.model} ...")
+    try:
+        outcome = caption_folder(folder, prefix, settings)
+    except CaptionError as error:
+        raise OneShotError(str(error)) from None
+    for warning in outcome.warnings:
+        echo(f"  {warning}")
+
+
+def _caption_with_prefix(folder: Path, prefix: str, echo: Callable[[str], None]) -> None:
+    """Captioning off: the prefix alone for every image the user did not caption (as the
+    daemon does), so that every image has its .txt."""
+    images = images_to_caption(folder)
+    for image in images:
+        write_caption(caption_path(image), prefix_only(prefix))
+    if images:
+        echo(f"captioning is off: {len(images)} images without a caption of their own get "
+             f"{prefix_only(prefix)!r}")

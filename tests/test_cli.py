@@ -29,6 +29,31 @@ def test_prepare_makes_a_captioned_dataset_and_a_zip_without_the_daemon(tmp_path
         assert len(archive.namelist()) == 8
 
 
+def test_prepare_without_captioning_still_gives_every_image_a_caption_file(tmp_path, config):
+    """As the daemon does: the user's captions (prefix added where missing), the prefix alone
+    for the others; the zip holds a caption for every image."""
+    cfg = config()
+    subject = tmp_path / "Jane Doe"
+    make_photos(subject, 4)
+    (subject / "photo_002.txt").write_text("a woman laughing on a beach\n")
+    (subject / "photo_003.txt").write_text("jane_doe, in the rain\n")
+    out = tmp_path / "prepared"
+    result = lorad(cfg, "prepare", str(subject), "--out", str(out), "--no-caption", "--zip")
+    assert "2 images without a caption of their own get 'jane_doe,'" in result.stdout
+    train_dir = out / "training_images" / "100_jane_doe"
+    captions = {p.name: p.read_text() for p in sorted(train_dir.glob("*.txt"))}
+    assert captions == {
+        "jane_doe_001.txt": "jane_doe,\n",
+        "jane_doe_002.txt": "jane_doe, a woman laughing on a beach\n",
+        "jane_doe_003.txt": "jane_doe, in the rain\n",
+        "jane_doe_004.txt": "jane_doe,\n",
+    }
+    with zipfile.ZipFile(out / "dataset.zip") as archive:
+        names = sorted(archive.namelist())
+        assert names == sorted([*captions, *(n.replace(".txt", ".png") for n in captions)])
+        assert archive.read("jane_doe_004.txt") == b"jane_doe,\n"
+
+
 def test_prepare_exits_1_when_the_dataset_is_refused(tmp_path, config):
     cfg = config()
     make_photos(tmp_path / "few", 1)
