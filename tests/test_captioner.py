@@ -137,6 +137,41 @@ def test_every_image_gets_a_caption_batched_or_not(
     assert done == ([1, 2, 3, 4, 5] if batch_size == 1 else [4, 5])
 
 
+class ScriptedBlip:
+    """Stands in for a loaded BLIP: returns the given raw captions, in order."""
+
+    def __init__(self, raws: list[str]) -> None:
+        self.raws = iter(raws)
+
+    def caption(self, images: list) -> list[str]:
+        return [next(self.raws) for _ in images]
+
+
+def test_the_clean_up_rules_apply_to_what_blip_generates(tmp_path: Path) -> None:
+    """BLIP's false phrases go, repeats are said once; a caption that comes out empty is the
+    prefix alone, with a warning naming the image."""
+    images = make_images(tmp_path, 3)
+    raws = ["arafed woman holding a remote control in front of a wall",
+            "there is a a man with a microphone in his hand",
+            "there is holding a remote control"]
+    warnings = blip.caption_job(ScriptedBlip(raws), blip.Job(7, "alice, ", images), 2,
+                                compile_phrases(CaptionSettings().remove),
+                                lambda event, **fields: None)
+    assert read_captions(images) == ["alice, woman in front of a wall\n", "alice, a man\n",
+                                      "alice,\n"]
+    assert warnings == ["02.png: BLIP's caption 'there is holding a remote control' was empty "
+                        "after clean-up; wrote the prefix alone"]
+
+
+def test_configured_remove_phrases_are_regular_expressions_applied_to_blip_output(
+        tmp_path: Path) -> None:
+    [image] = make_images(tmp_path, 1)
+    patterns = compile_phrases(["wearing a (?:red|blue) shirt"])
+    assert blip.finish_caption(image, "a man wearing a Blue shirt in a park", "bob, ",
+                               patterns) is None
+    assert read_captions([image]) == ["bob, a man in a park\n"]
+
+
 def test_captions_are_those_of_plain_transformers_generate(
     captioner: blip.Captioner, tmp_path: Path
 ) -> None:
