@@ -14,12 +14,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lorad.kohya.presets import load_preset
 from lorad.settings import Settings
 
 SUBJECT_FILE = "lora.toml"
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_]{3,40}$")
 TOKEN_RULE = "3 to 40 characters, only letters A-Z/a-z, digits and underscores"
-DEFAULT_EPOCHS = 6
+# Settings recorded without epochs (by a lorad that did not fill them in) train the guide's 6, as
+# they would have then.
+UNRECORDED_EPOCHS = 6
 
 # The optimizers and schedulers Kohya's train_network.py accepts by name.
 OPTIMIZERS = (
@@ -180,10 +183,10 @@ class SubjectSettings(Strict):
             self.train.epochs = None
         return self
 
-    # Values with their defaults applied (the caller has filled token and model).
+    # Values with their defaults applied (the caller has filled token, model and epochs).
     @property
     def total_epochs(self) -> int:
-        return self.epochs or DEFAULT_EPOCHS
+        return self.epochs or UNRECORDED_EPOCHS
 
     @property
     def prefix(self) -> str:
@@ -268,8 +271,20 @@ def fill_token(subject: SubjectSettings, folder_name: str, path: Path) -> None:
         subject.token = derived
 
 
+def preset_epochs(family: str) -> int:
+    """The epochs a subject trains when its lora.toml does not say: its model family's preset's
+    (SD1.5: the guide's 6 to start with; SDXL: CivitAI's 16)."""
+    return int(load_preset(family)["max_train_epochs"])
+
+
+def fill_epochs(subject: SubjectSettings, settings: Settings) -> None:
+    assert subject.model
+    if subject.epochs is None:
+        subject.epochs = preset_epochs(settings.models[subject.model].family)
+
+
 def load_subject(folder: Path, settings: Settings, name: str | None = None) -> SubjectSettings:
-    """Read <folder>/lora.toml (if any), fill in the token and the model, check both.
+    """Read <folder>/lora.toml (if any), fill in the token, the model and the epochs, check them.
 
     `name` is the folder's name as it was dropped: messages then name the file `<name>/lora.toml`
     (where the person put it), not its place in lorad's work area."""
@@ -287,4 +302,5 @@ def load_subject(folder: Path, settings: Settings, name: str | None = None) -> S
             f"{where} is not a base model of this daemon (known: {known}); use one of those "
             f"names or add a [models.{subject.model}] table to lorad.toml"
         )
+    fill_epochs(subject, settings)
     return subject

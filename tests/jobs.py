@@ -12,7 +12,7 @@ from PIL import Image
 from lorad.context import Context
 from lorad.settings import load_settings
 from lorad.store import Store
-from lorad.subject import SubjectSettings
+from lorad.subject import SubjectSettings, fill_epochs
 from lorad.workspace import JobPaths
 
 
@@ -28,6 +28,7 @@ def prepared_job(ctx: Context, token: str = "alice", *, model: str = "sd15", ima
     """A job whose dataset is laid out and captioned, queued at `stage`."""
     settings = SubjectSettings.model_validate({"token": token, "model": model,
                                                **(subject or {})})
+    fill_epochs(settings, ctx.settings)  # as lorad's prepare stage does
     repeats = settings.repeats_for(images)
     job_id = ctx.store.create_job(token, state="queued", stage=stage, token=token, model=model,
                                   settings=settings.model_dump(mode="json"))
