@@ -30,7 +30,6 @@ def test_gui_file_maps_renamed_fields_onto_kohya_arguments() -> None:
     assert args["network_module"] == "networks.lora"
     assert args["optimizer_type"] == "AdamW8bit"
     assert args["resolution"] == 512
-    assert args["max_train_epochs"] == 6
     assert (args["sdpa"], args["xformers"]) == (True, False)
     assert args["optimizer_args"] == ["weight_decay=0.01", "betas=0.9,0.999"]
     assert (args["network_dim"], args["network_alpha"]) == (32, 16.0)
@@ -73,6 +72,37 @@ def test_ignored_gui_fields_are_noted_by_name() -> None:
     assert "ignored key 'caption_extension': lorad sets this itself" in notes
     # empty fields lose nothing by being ignored and are not noted
     assert not [note for note in notes if "'huggingface_token'" in note or "'resume'" in note]
+
+
+def test_gui_epochs_are_noted_because_the_subject_decides_them(tmp_path: Path) -> None:
+    preset = load_gui_preset(write_variant(tmp_path, epoch=10, max_train_epochs=12))
+    assert "max_train_epochs" not in preset.args
+    assert [n for n in preset.notes if "subject's epochs" in n] == [
+        f"ignored key {key!r}: lorad trains the subject's epochs (lora.toml's epochs, else its "
+        "model family's preset: 6 for SD1.5, 16 for SDXL)" for key in ("epoch", "max_train_epochs")]
+
+
+@pytest.mark.parametrize(("saved_sdxl", "model_family", "said"), [
+    (False, "sdxl", "saved for SD1.5 (sdxl = false), but the base model it is used with is SDXL"),
+    (True, "sd15", "saved for SDXL (sdxl = true), but the base model it is used with is SD1.5"),
+])
+def test_a_file_for_the_other_model_family_is_refused(tmp_path: Path, saved_sdxl: bool,
+                                                     model_family: str, said: str) -> None:
+    path = write_variant(tmp_path, sdxl=saved_sdxl, max_resolution="1024,1024")
+    with pytest.raises(GuiPresetError) as raised:
+        load_gui_preset(path, model_family)
+    assert str(raised.value).startswith(f"{path}: key 'sdxl': the file was {said}")
+    own_family = "sdxl" if saved_sdxl else "sd15"
+    assert load_gui_preset(path, own_family).family == own_family  # its own family is fine
+
+
+def test_a_file_without_the_sdxl_field_follows_the_models_family(tmp_path: Path) -> None:
+    data = json.loads(GUI_SD15.read_text(encoding="utf-8"))
+    del data["sdxl"]
+    path = tmp_path / "no-family.json"
+    path.write_text(json.dumps({**data, "sdxl_no_half_vae": True}), encoding="utf-8")
+    assert load_gui_preset(path, "sdxl").args["no_half_vae"] is True
+    assert load_gui_preset(path, "sd15").args["no_half_vae"] is None
 
 
 def test_unknown_fields_are_noted_not_refused(tmp_path: Path) -> None:

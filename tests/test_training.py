@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -49,6 +50,56 @@ def test_subject_overrides_reach_the_command(config, fake_trainer):
     assert arg(argv, "--seed") == "7"
     prompts = (ctx.paths(ctx.store.get(job_id)).run_dir(1) / "prompts.txt").read_text()
     assert "--d 7 " in prompts  # fixed seeds follow the job's seed
+
+
+def test_a_gui_preset_reaches_the_command_and_its_notes_become_events_once(config, fake_trainer,
+                                                                          tmp_path):
+    gui = tmp_path / "shared-preset.json"
+    gui.write_text(json.dumps({
+        "sdxl": False, "LoRA_type": "Standard", "network_dim": 8, "network_alpha": 4,
+        "optimizer": "Lion", "max_resolution": "768,768", "lowvram": True,
+        "output_dir": "/home/someone/loras", "epoch": 10}))
+    control = fake_trainer(faults=[{"kind": "crash", "at_step": 1, "times": 1}])  # two runs
+    ctx = context(config(kohya={"preset": str(gui)}))
+    job_id = prepared_job(ctx)
+    train.run(ctx, ctx.store.get(job_id), 0)
+    runs = [r["argv"] for r in trainer_runs(control)]
+    assert len(runs) == 2
+    argv = runs[0]
+    assert (arg(argv, "--network_dim"), arg(argv, "--network_alpha")) == ("8", "4.0")
+    assert arg(argv, "--optimizer_type") == "Lion" and arg(argv, "--resolution") == "768"
+    assert arg(argv, "--output_dir") == str(ctx.paths(ctx.store.get(job_id)).run_dir(1))
+    assert arg(argv, "--max_train_epochs") == "6"  # the subject's (sd15 preset's), not the GUI's
+    notes = [e.message for e in ctx.store.events(job_id) if "ignored" in e.message]
+    prefix = f"kohya.preset ({gui}): ignored"
+    assert notes == [
+        f"{prefix} GUI-only key 'lowvram'",
+        f"{prefix} key 'output_dir': lorad sets this itself",
+        f"{prefix} key 'epoch': lorad trains the subject's epochs (lora.toml's epochs, else its "
+        "model family's preset: 6 for SD1.5, 16 for SDXL)",
+    ]  # once, although the job ran twice
+
+
+def test_a_gui_preset_for_the_other_model_family_is_refused(config, fake_trainer, tmp_path):
+    gui = tmp_path / "sd15-preset.json"
+    gui.write_text(json.dumps({"sdxl": False, "network_dim": 8}))
+    ctx = context(config(models={"sdxl": {"preset": str(gui)}}))
+    job_id = prepared_job(ctx, model="sdxl", subject={"epochs": 1})
+    with pytest.raises(StageFailed) as failure:
+        train.run(ctx, ctx.store.get(job_id), 0)
+    assert str(failure.value).startswith(
+        f"models.sdxl.preset: {gui}: key 'sdxl': the file was saved for SD1.5 (sdxl = false), "
+        "but the base model it is used with is SDXL")
+    assert trainer_runs(fake_trainer()) == []
+
+
+@pytest.mark.parametrize(("model", "subject", "epochs"), [
+    ("sd15", {}, "6"), ("sdxl", {}, "16"), ("sdxl", {"epochs": 3}, "3")])
+def test_epochs_come_from_the_model_familys_preset_unless_the_subject_says(config, model,
+                                                                          subject, epochs):
+    ctx = context(config())
+    job_id = prepared_job(ctx, model=model, subject=subject)
+    assert arg(train.preview_command(ctx, ctx.store.get(job_id)), "--max_train_epochs") == epochs
 
 
 def test_out_of_memory_climbs_the_ladder_until_it_fits(config, fake_trainer):

@@ -57,11 +57,11 @@ def base_args(settings: Settings, subject: SubjectSettings, bf16: bool) -> BaseA
         if path is None:
             continue
         try:
-            gui = load_gui_preset(Path(path))
+            gui = load_gui_preset(Path(path), model.family)
         except GuiPresetError as error:
             raise CommandError(f"{source}: {error}") from None
         layers.append(gui.args)
-        notes.extend(f"{source}: {note}" for note in gui.notes)
+        notes.extend(f"{source} ({path}): {note}" for note in gui.notes)
     args = apply_overrides(merge(*layers), subject.train.set_values())
     args["mixed_precision"] = resolve_precision(
         args.get("mixed_precision"), settings.kohya.mixed_precision, bf16

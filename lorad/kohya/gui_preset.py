@@ -8,9 +8,11 @@ is certain, the way the GUI does (kohya_gui/lora_gui.py, train_model):
   (max_data_loader_n_workers excepted). Such a key becomes None in GuiPreset.args, so that
   args.merge() removes the option from the layers below it and Kohya's default applies, as in
   the GUI.
-- Renamed fields: optimizer, max_resolution, LoRA_type, xformers, epoch, lr_warmup (a percentage
-  of all steps, which Kohya takes as a ratio below 1), sdxl_no_half_vae, ...
-- Fields lorad sets itself (model, folders, output name, prompts, saving) are ignored with a note.
+- Renamed fields: optimizer, max_resolution, LoRA_type, xformers, lr_warmup (a percentage of all
+  steps, which Kohya takes as a ratio below 1), sdxl_no_half_vae, ...
+- Fields lorad sets itself (model, folders, output name, prompts, saving, epochs) are ignored with
+  a note.
+- A file whose sdxl checkbox does not match the base model's family is refused.
 - Fields that would hand Kohya a path or free-form arguments lorad cannot check are refused.
 - Fields this module does not know are ignored with a note: the GUI adds fields every release.
   (Notes are written only for ignored fields that hold a value: an empty one loses nothing.)
@@ -54,6 +56,8 @@ REFUSED = {
     "vae": "a path to a separate VAE",
     "lr_scheduler_type": "a Python module for a custom scheduler",
 }
+EPOCHS_NOTE = ("lorad trains the subject's epochs (lora.toml's epochs, else its model family's "
+               "preset: 6 for SD1.5, 16 for SDXL)")
 # Ignored, because lorad decides them for every job.
 LORAD_SETS = {
     key: "lorad sets this itself"
@@ -67,6 +71,8 @@ LORAD_SETS = {
     )
 } | {
     "max_train_steps": "lorad trains by epochs",
+    "epoch": EPOCHS_NOTE,
+    "max_train_epochs": EPOCHS_NOTE,
     "use_wandb": "lorad does not log to trackers",
     "log_with": "lorad does not log to trackers",
     "wandb_api_key": "lorad does not log to trackers",
@@ -139,8 +145,12 @@ _KEY_VALUE = re.compile(r"^[A-Za-z_]\w*=[^\s\"'=][^\s\"']*$")
 _NETWORK_ARG_VALUE = re.compile(r"^[\w.,+-]+$")
 
 
-def load_gui_preset(path: Path) -> GuiPreset:
-    """Read a kohya_ss GUI JSON file; GuiPresetError when it cannot be used safely."""
+def load_gui_preset(path: Path, family: str | None = None) -> GuiPreset:
+    """Read a kohya_ss GUI JSON file; GuiPresetError when it cannot be used safely.
+
+    `family` is the base model's ("sd15" or "sdxl"), when known: a file whose sdxl checkbox says
+    the other family is refused, and the values are checked against that family's script.
+    """
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -153,13 +163,14 @@ def load_gui_preset(path: Path) -> GuiPreset:
         raise GuiPresetError(f"{path}: not a JSON file ({error})") from None
     if not isinstance(data, dict):
         raise GuiPresetError(f"{path}: expected a JSON object of GUI fields")
-    return _Converter(path, data).convert()
+    return _Converter(path, data, family).convert()
 
 
 @dataclass
 class _Converter:
     path: Path
     data: dict[str, Any]
+    model_family: str | None  # the base model's family, when known
     args: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     source: dict[str, str] = field(default_factory=dict)  # Kohya name -> GUI field
@@ -170,14 +181,14 @@ class _Converter:
             if _is_set(self.data.get(key)):
                 self.fail(key, f"refused: it holds {reason}")
         self.used.update(key for key in REFUSED if key in self.data)
-        family = self.family()
+        saved_for = self.family()
+        family = saved_for or self.model_family
         for key, kind in SAME_NAME.items():
             if key in self.data:
                 self.put(key, self.value(key, kind), key)
         self.network()
         self.attention()
         self.resolution()
-        self.epochs()
         self.learning_rates()
         self.warmup()
         self.optimizer()
@@ -188,7 +199,7 @@ class _Converter:
             self.put("max_token_length", None if length == 75 else length, "max_token_length")
         self.note_the_rest()
         self.validate(family or "sd15")
-        return GuiPreset(self.args, self.notes, family)
+        return GuiPreset(self.args, self.notes, saved_for)
 
     # Reading fields
 
@@ -222,7 +233,16 @@ class _Converter:
                             "and SDXL")
         if "sdxl" not in self.data:
             return None
-        return "sdxl" if self.value("sdxl", "bool") else "sd15"
+        saved_for = "sdxl" if self.value("sdxl", "bool") else "sd15"
+        expected = self.model_family
+        if expected is not None and saved_for != expected:
+            shown = {"sd15": "SD1.5", "sdxl": "SDXL"}
+            self.fail("sdxl", f"the file was saved for {shown[saved_for]} (sdxl = "
+                              f"{str(saved_for == 'sdxl').lower()}), but the base model it is "
+                              f"used with is {shown[expected]}; give it only to "
+                              f"{shown[saved_for]} models (models.NAME.preset), or use a preset "
+                              f"saved for {shown[expected]}")
+        return saved_for
 
     # Fields that the GUI renames or combines
 
@@ -276,12 +296,6 @@ class _Converter:
         width, height = int(sides[0]), int(sides[-1])
         self.put("resolution", width if width == height else f"{width},{height}",
                  "max_resolution")
-
-    def epochs(self) -> None:
-        # The GUI counts steps from "epoch"; a non-zero max_train_epochs overrides it in Kohya.
-        for key in ("epoch", "max_train_epochs"):
-            if key in self.data and (epochs := self.value(key, "int")) is not None:
-                self.put("max_train_epochs", epochs, key)
 
     def learning_rates(self) -> None:
         # As the GUI: a U-Net or text-encoder rate replaces learning_rate, and with both given, a

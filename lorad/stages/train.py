@@ -22,6 +22,7 @@ from lorad.fsutil import atomic_write_text, link_or_copy
 from lorad.gpus import bf16_supported
 from lorad.kohya import outputs
 from lorad.kohya.command import (
+    BaseArgs,
     CommandError,
     argv,
     base_args,
@@ -56,6 +57,7 @@ class Plan:
     argv: list[str]
     compat: str
     source: str | None
+    notes: list[str]  # what the GUI presets' conversion ignored
 
     def describe(self) -> str:
         origin = {"fresh": "from scratch",
@@ -129,12 +131,18 @@ def subject_of(job: Job) -> SubjectSettings:
     return SubjectSettings.model_validate(job.settings)
 
 
-def current_args(ctx: Context, job: Job, gpu: int, train: dict[str, Any]) -> dict[str, Any]:
-    """The job's arguments with the ladder's changes, before the run-specific ones."""
+def job_base(ctx: Context, job: Job, gpu: int) -> BaseArgs:
+    """The job's arguments from the presets and its subject, and the presets' notes."""
     try:
-        base = base_args(ctx.settings, subject_of(job), bf16_supported(gpu))
+        return base_args(ctx.settings, subject_of(job), bf16_supported(gpu))
     except CommandError as error:
         raise StageFailed(str(error)) from None
+
+
+def current_args(ctx: Context, job: Job, gpu: int, train: dict[str, Any],
+                 base: BaseArgs | None = None) -> dict[str, Any]:
+    """The job's arguments with the ladder's changes, before the run-specific ones."""
+    base = base or job_base(ctx, job, gpu)
     return {**base.args, **train.get("adjust", {})}
 
 
@@ -146,7 +154,8 @@ def plan_run(ctx: Context, job: Job, gpu: int, train: dict[str, Any]) -> Plan | 
     last = last_epoch(ctx, job)
     if last >= target:
         return None
-    args = current_args(ctx, job, gpu, train)
+    base = job_base(ctx, job, gpu)
+    args = current_args(ctx, job, gpu, train, base)
     compat = compat_key(args)
     number = len(train.get("runs", [])) + 1
     run_dir = paths.run_dir(number)
@@ -170,7 +179,7 @@ def plan_run(ctx: Context, job: Job, gpu: int, train: dict[str, Any]) -> Plan | 
     except CommandError as error:
         raise StageFailed(str(error)) from None
     return Plan(number, mode, offset, last + 1, target, full, argv(ctx.settings, family, full),
-                compat, source)
+                compat, source, base.notes)
 
 
 def preview_command(ctx: Context, job: Job, gpu: int = 0) -> list[str]:
@@ -213,6 +222,8 @@ def run(ctx: Context, job: Job, gpu: int) -> None:
         store.update(job.id, train=train, gpu=gpu)
         store.event(job.id, plan.describe() + f" on GPU {gpu}")
         log.info("%s on GPU %d", plan.describe(), gpu)
+        if plan.number == 1:
+            record_notes(ctx, job, plan.notes)
         outcome = _supervise(ctx, job, plan, gpu, train, run_info)
         run_info.update(ended=time.time(), exit=outcome.exit_code, how=outcome.ended,
                         seconds=round(outcome.seconds, 1))
@@ -229,6 +240,12 @@ def run(ctx: Context, job: Job, gpu: int) -> None:
         run_info["failure"] = failure.kind
         store.update(job.id, train=train)
         _recover(ctx, job, gpu, train, failure)
+
+
+def record_notes(ctx: Context, job: Job, notes: list[str]) -> None:
+    """What the GUI presets' conversion left out, once per job (`lorad show` lists it)."""
+    for note in notes:
+        ctx.store.event(job.id, note)
 
 
 def prepare_run_dir(ctx: Context, job: Job, plan: Plan) -> None:
