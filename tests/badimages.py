@@ -11,6 +11,7 @@ import io
 import os
 import random
 import struct
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,6 +186,100 @@ def _bad_header_crc() -> bytes:
     return bytes(data)
 
 
+def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _cut(data: bytes, keep: float) -> bytes:
+    """The first part of a file, as a copy that stopped early leaves it."""
+    return data[: int(len(data) * keep)]
+
+
+def _sof_bomb() -> bytes:
+    """A small JPEG whose frame header claims 60000 x 60000 pixels."""
+    data = bytearray(jpeg_bytes(scene(seed=36)))
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = struct.pack(">HH", 60_000, 60_000)
+    return bytes(data)
+
+
+def _gif_bomb() -> bytes:
+    """A GIF whose screen descriptor claims 65000 x 65000 pixels."""
+    data = bytearray(_encoded(scene(seed=31).quantize(64), "GIF"))
+    data[6:10] = struct.pack("<HH", 65_000, 65_000)
+    return bytes(data)
+
+
+def _zip_archive() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("photos/readme.txt", "the photos were meant to be here\n")
+    return buffer.getvalue()
+
+
+def _png_header(width: int, height: int, depth: int) -> bytes:
+    """A PNG of a signature, an IHDR with these values, and IEND: no pixel data."""
+    header = struct.pack(">IIBBBBB", width, height, depth, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IEND", b"")
+
+
+SVG = (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="300" '
+       b'height="300"><rect width="300" height="300"/></svg>\n')
+PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n"
+ELF = b"\x7fELF\x02\x01\x01" + bytes(249)
+RIFF_WEBP = b"RIFF\x20\x00\x00\x00WEBPVP8 "
+JFIF_HEADER_ONLY = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+
+
+def _more_bad_kinds() -> dict[str, tuple[Callable[[Path], None], Expect]]:
+    """Files cut short in every format, impostors and damaged headers: each refused."""
+    noise = random.Random(99).randbytes(4096)
+    damaged, decoded = "header is damaged", "could not be decoded"
+    foreign = "holds data in no supported image format"
+    return {
+        "cut.webp": (_write(_cut(_encoded(scene(seed=30), "WEBP", quality=80), 0.5)),
+                     Expect("refused", decoded)),
+        "cut.gif": (_write(_cut(_encoded(scene(seed=31).quantize(64), "GIF"), 0.33)),
+                    Expect("refused", "truncated")),
+        "cut.heic": (_write(_cut(_encoded(scene(seed=32), "HEIF", quality=80), 0.5)),
+                     Expect("refused", decoded)),
+        "cut.avif": (_write(_cut(_encoded(scene(seed=33), "AVIF", quality=60, speed=10), 0.5)),
+                     Expect("refused", damaged)),
+        "cut.tiff": (_write(_cut(_encoded(scene(seed=34), "TIFF"), 0.33)),
+                     Expect("refused", "truncated")),
+        "cut.bmp": (_write(_cut(_encoded(scene(seed=35), "BMP"), 0.5)),
+                    Expect("refused", "truncated")),
+        "noise.jpg": (_write(noise), Expect("refused", foreign)),
+        "zeros.png": (_write(bytes(4096)), Expect("refused", foreign)),
+        "archive.jpg": (_write(_zip_archive()), Expect("refused", foreign)),
+        "program.png": (_write(ELF), Expect("refused", foreign)),
+        "utf16.png": (_write("a note, not a photo".encode("utf-16")), Expect("refused", foreign)),
+        "psd_header.jpg": (_write(b"8BPS\x00\x01" + bytes(100)), Expect("refused", foreign)),
+        "icon.png": (_save(scene((64, 64), seed=41), format="ICO"),
+                     Expect("refused", foreign)),
+        "drawing.png": (_write(SVG), Expect("refused", "holds text")),
+        "document.jpg": (_write(PDF), Expect("refused", "holds text")),
+        "header_only.jpg": (_write(JFIF_HEADER_ONLY), Expect("refused", damaged)),
+        "signature_only.png": (_write(b"\x89PNG\r\n\x1a\n"), Expect("refused", damaged)),
+        "zero_height.png": (_write(_png_header(300, 0, 8)), Expect("refused", damaged)),
+        "bad_depth.png": (_write(_png_header(300, 300, 7)), Expect("refused", damaged)),
+        "bad_ifd.tif": (_write(b"II*\x00" + struct.pack("<I", 10**8) + bytes(100)),
+                        Expect("refused", damaged)),
+        "bad_header.bmp": (_write(b"BM" + random.Random(98).randbytes(60)),
+                           Expect("refused", decoded)),
+        "riff_junk.webp": (_write(RIFF_WEBP + random.Random(97).randbytes(40)),
+                           Expect("refused", decoded)),
+        "bomb.jpg": (_write(_sof_bomb()), Expect("refused", "decompression bomb")),
+        "bomb.gif": (_write(_gif_bomb()), Expect("refused", "decompression bomb")),
+        "small.jpg": (_write(jpeg_bytes(scene((120, 90), seed=40))),
+                      Expect("refused", "is 120x90; the short side")),
+        "sliver.png": (_save(Image.new("RGB", (1, 600), "red")),
+                       Expect("refused", "is 1x600; the short side")),
+    }
+
+
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 300 300\nnewpath 0 0 moveto showpage\n"
 HTML = b"<!DOCTYPE html>\n<html><head><title>Photo</title></head><body>404</body></html>\n"
 
@@ -249,6 +344,7 @@ def _kinds() -> dict[str, tuple[Callable[[Path], None], Expect]]:
         "._plain.jpg": (_write(b"\x00\x05\x16\x07"), Expect("ignored", "hidden, system")),
         "Thumbs.db": (_write(b"\xd0\xcf\x11\xe0"), Expect("ignored", "hidden, system")),
         "__MACOSX/._x.jpg": (_write(b"\x00\x05\x16\x07"), Expect("ignored")),
+        **_more_bad_kinds(),
     }
 
 
