@@ -1,0 +1,39 @@
+"""The prepare stage of the daemon: lora.toml's choices applied to the dataset checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorad.errors import Rejected
+from lorad.stages import prepare
+from tests.jobs import context
+from tests.photos import make_photos
+
+
+def dropped_job(ctx, name: str, seed: int, lora_toml: str = "") -> int:
+    """A job claimed from the inbox: its folder of 3 photos is in work/<id>/source."""
+    job_id = ctx.store.create_job(name, state="preparing", stage="prepare")
+    source = ctx.settings.job_dir(job_id) / "source"
+    make_photos(source, 3, size=(320, 320), seed=seed)
+    if lora_toml:
+        (source / "lora.toml").write_text(lora_toml)
+    return job_id
+
+
+def test_strict_in_lora_toml_turns_a_dataset_warning_into_a_rejection(config):
+    """Three photos draw the count warning (prepare.few_images = 3 here): reported for a
+    lenient subject, a refusal for one whose lora.toml says strict = true."""
+    ctx = context(config())
+    assert ctx.settings.prepare.strict is False
+    lenient = dropped_job(ctx, "lenient", seed=1)
+    strict = dropped_job(ctx, "stern", seed=2, lora_toml="strict = true\n")
+
+    prepare.run(ctx, ctx.store.get(lenient))
+    warnings = [e.message for e in ctx.store.events(lenient) if e.level == "warning"]
+    assert any("only 3 images" in line for line in warnings)
+
+    with pytest.raises(Rejected) as refused:
+        prepare.run(ctx, ctx.store.get(strict))
+    message = str(refused.value)
+    assert message.startswith("The dataset cannot be used: strict mode is on")
+    assert "only 3 images" in message
