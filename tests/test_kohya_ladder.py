@@ -57,10 +57,16 @@ def test_auto_precision_counts_as_bf16_where_supported() -> None:
     assert [s.name for s in climb(sdxl, False)] == ["cache latents to disk", "batch size 2 → 1"]
 
 
-def test_sd15_preset_climbs_the_whole_ladder() -> None:
-    names = [s.name for s in climb(load_preset("sd15"), True)]
-    assert names == ["cache latents to disk", "bf16 instead of fp16", "gradient checkpointing",
-                     "batch size 2 → 1"]
+def test_sd15_preset_on_auto_precision_never_needs_the_bf16_step() -> None:
+    for bf16_supported in (True, False):
+        names = [s.name for s in climb(load_preset("sd15"), bf16_supported)]
+        assert names == ["cache latents to disk", "gradient checkpointing", "batch size 2 → 1"]
+
+
+def test_only_a_run_on_fp16_is_moved_to_bf16() -> None:
+    for precision in ("no", "bf16"):
+        names = [s.name for s in climb({"mixed_precision": precision, "train_batch_size": 2}, True)]
+        assert names == ["cache latents to disk", "gradient checkpointing", "batch size 2 → 1"]
 
 
 def test_latents_are_not_cached_when_kohya_would_refuse() -> None:

@@ -131,7 +131,9 @@ def test_out_of_memory_that_never_fits_fails_saying_what_was_tried(config, fake_
     assert "batch size 2 → 1" in message
 
 
-def test_bf16_is_tried_where_the_gpu_has_it(config, fake_trainer, tmp_path, monkeypatch):
+@pytest.fixture
+def bf16_gpu(tmp_path, monkeypatch):
+    """An nvidia-smi that reports one GPU with bf16 (compute capability 8.6)."""
     smi = tmp_path / "bin" / "nvidia-smi"
     smi.parent.mkdir()
     smi.write_text("#!/bin/sh\necho '0, NVIDIA RTX 3060, 12288, 8.6'\n")
@@ -140,13 +142,37 @@ def test_bf16_is_tried_where_the_gpu_has_it(config, fake_trainer, tmp_path, monk
     from lorad import gpus
 
     gpus.gpus.cache_clear()
+    yield
+    gpus.gpus.cache_clear()
+
+
+def test_sd15_trains_in_bf16_where_the_gpu_has_it(config, fake_trainer, bf16_gpu):
+    ctx = context(config())
+    job_id = prepared_job(ctx, subject={"epochs": 1})
+    train.run(ctx, ctx.store.get(job_id), 0)
+    argv = trainer_runs(fake_trainer())[0]["argv"]
+    assert (arg(argv, "--mixed_precision"), arg(argv, "--save_precision")) == ("bf16", "bf16")
+
+
+def test_sd15_trains_in_fp16_on_a_gpu_without_bf16(config, fake_trainer, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: bf16 cannot be confirmed
+    from lorad import gpus
+
+    gpus.gpus.cache_clear()
+    ctx = context(config())
+    job_id = prepared_job(ctx, subject={"epochs": 1})
     try:
-        control = fake_trainer(faults=[{"kind": "oom", "unless": {"mixed_precision": "bf16"}}])
-        ctx = context(config())
-        job_id = prepared_job(ctx, subject={"epochs": 1})  # sd15: fp16 in the preset
-        train.run(ctx, ctx.store.get(job_id), 0)
+        plan = train.plan_run(ctx, ctx.store.get(job_id), 0, {"target": 1})
     finally:
         gpus.gpus.cache_clear()
+    assert plan is not None and plan.args["mixed_precision"] == "fp16"
+
+
+def test_bf16_is_tried_when_a_run_on_fp16_runs_out_of_memory(config, fake_trainer, bf16_gpu):
+    control = fake_trainer(faults=[{"kind": "oom", "unless": {"mixed_precision": "bf16"}}])
+    ctx = context(config(kohya={"mixed_precision": "fp16"}))
+    job_id = prepared_job(ctx, subject={"epochs": 1})
+    train.run(ctx, ctx.store.get(job_id), 0)
     assert ctx.store.get(job_id).train["ladder"] == ["cache latents to disk",
                                                      "bf16 instead of fp16"]
     assert arg(trainer_runs(control)[-1]["argv"], "--mixed_precision") == "bf16"

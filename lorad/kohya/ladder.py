@@ -1,7 +1,8 @@
 """The out-of-memory ladder: one memory-saving change per retry, in the guide's order.
 
 1. cache latents to disk (the VAE then leaves the GPU before training starts),
-2. bf16 instead of fp16 (or fp32) where the GPU supports it,
+2. bf16 instead of fp16 where the GPU supports it (only for a run on fp16: "auto" precision
+   already picks bf16 where the GPU has it, and a run set to "no" keeps what was asked for),
 3. gradient checkpointing,
 4. half the batch size, again on each later retry, down to 1.
 
@@ -36,13 +37,12 @@ def _bf16(args: Mapping[str, Any], bf16_supported: bool) -> LadderStep | None:
     precision = args.get("mixed_precision") or "no"
     if precision == "auto":
         precision = "bf16" if bf16_supported else "fp16"
-    if not bf16_supported or precision == "bf16":
+    if not bf16_supported or precision != "fp16":
         return None
     changed = {**args, "mixed_precision": "bf16", "save_precision": "bf16"}
     if changed.pop("full_fp16", False):
         changed["full_bf16"] = True  # Kohya allows full_fp16 only with fp16
-    shown = "fp32" if precision == "no" else precision
-    return LadderStep(f"bf16 instead of {shown}", changed)
+    return LadderStep("bf16 instead of fp16", changed)
 
 
 def _gradient_checkpointing(args: Mapping[str, Any], bf16_supported: bool) -> LadderStep | None:
