@@ -135,20 +135,36 @@ def walk_files(root: Path) -> Iterator[Path]:
             yield Path(folder) / name
 
 
-def tree_manifest(root: Path) -> dict[str, tuple[int, str]]:
-    """Relative path -> (size, sha256) of every regular file below root."""
+def tree_manifest(root: Path, heartbeat: Callable[[], None] | None = None
+                  ) -> dict[str, tuple[int, str]]:
+    """Relative path -> (size, sha256) of every regular file below root; heartbeat() is called
+    after each file is read."""
     manifest = {}
     for path in walk_files(root):
         if path.is_symlink() or not path.is_file():
             continue
         manifest[str(path.relative_to(root))] = (path.stat().st_size, file_hash(path))
+        if heartbeat:
+            heartbeat()
     return manifest
 
 
-def copy_tree_verified(source: Path, target: Path) -> None:
-    """Copy a folder (links kept as links), then check every file arrived byte for byte."""
+def copy_tree_verified(source: Path, target: Path,
+                       heartbeat: Callable[[], None] | None = None) -> None:
+    """Copy a folder (links kept as links), then check every file arrived byte for byte.
+
+    heartbeat() is called after each file is copied, read back or synced: a caller that must
+    show it is alive (the daemon's systemd watchdog) keeps doing so through a long copy.
+    """
+    beat = heartbeat or (lambda: None)
+
+    def copy_file(src: str, dst: str) -> object:
+        copied = shutil.copy2(src, dst)
+        beat()
+        return copied
+
     try:
-        shutil.copytree(source, target, symlinks=True)
+        shutil.copytree(source, target, symlinks=True, copy_function=copy_file)
     except shutil.Error as error:  # one (source, target, reason) per file that failed
         reasons = [str(item[-1]) for item in error.args[0] if isinstance(item, tuple)]
         if any(f"[Errno {number}]" in why for why in reasons for number in FULL_ERRNOS):
@@ -157,12 +173,13 @@ def copy_tree_verified(source: Path, target: Path) -> None:
     except OSError as error:
         _raise_disk_full(error, target)
         raise
-    if tree_manifest(source) != tree_manifest(target):
+    if tree_manifest(source, beat) != tree_manifest(target, beat):
         raise OSError(f"copy of {source} to {target} does not match the original")
     for path in walk_files(target):
         if path.is_file() and not path.is_symlink():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+            beat()
     fsync_dir(target.parent)
 
 

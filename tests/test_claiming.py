@@ -9,6 +9,7 @@ never both and never neither.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import tempfile
@@ -21,10 +22,12 @@ from pathlib import Path
 import pytest
 
 from lorad.context import Context
+from lorad.sdnotify import SystemdNotifier
 from lorad.settings import Settings, WatchSettings
 from lorad.stages import ingest
 from lorad.store import Store
 from lorad.watcher import Inbox
+from tests.notify_socket import NotifySocket
 
 CRASHED = 77  # the child's exit status when it reached its crash point
 
@@ -151,11 +154,44 @@ def test_across_filesystems_by_exdev_the_folder_is_copied_verified_then_removed(
     assert outcome(ctx, "alice", contents) == "job"
 
 
+def test_a_long_copy_from_another_filesystem_keeps_the_watchdog_fed(ctx, monkeypatch, tmp_path):
+    """The daemon claims inside one step of its loop: the heartbeat (its WATCHDOG=1) comes
+    between folders and between the files of each copy, not only when the step ends."""
+    for name in ("alice", "bob"):
+        drop(ctx.settings.inbox, name, files=5)
+    monkeypatch.setattr(os, "rename", exdev_between(ctx.settings.inbox, ctx.settings.state_dir))
+    notify = NotifySocket(tmp_path / "notify.sock")
+    notifier = SystemdNotifier(notify.address, watchdog_usec=2)  # every ping is due at once
+    try:
+        job_ids = ingest.claim_all(ctx, [ctx.settings.inbox / "alice", ctx.settings.inbox / "bob"],
+                                   heartbeat=notifier.watchdog)
+    finally:
+        notify.close()
+    assert None not in job_ids
+    files = 2 * 6  # five photos and one in a subfolder each (the link is not copied as a file)
+    pings = [m for m in notify.messages if m == {"WATCHDOG": "1"}]
+    assert len(pings) >= 2 + files, len(pings)
+
+
+def test_the_heartbeat_comes_while_a_folder_is_copied(ctx, monkeypatch):
+    drop(ctx.settings.inbox, "alice", files=5)
+    monkeypatch.setattr(os, "rename", exdev_between(ctx.settings.inbox, ctx.settings.state_dir))
+    partial = ctx.settings.job_dir(1) / ".source.partial"
+    copied_so_far = []
+
+    def heartbeat() -> None:
+        copied_so_far.append(len(list(partial.rglob("*.jpg"))) if partial.exists() else 0)
+
+    assert ingest.claim(ctx, ctx.settings.inbox / "alice", heartbeat) == 1
+    during = [count for count in copied_so_far if 0 < count < 6]
+    assert during, copied_so_far  # called with the copy half done, not only before or after
+
+
 def test_a_copy_that_does_not_verify_is_undone_and_the_folder_stays_in_the_inbox(ctx, monkeypatch):
     contents = drop(ctx.settings.inbox, "alice")
     monkeypatch.setattr(os, "rename", exdev_between(ctx.settings.inbox, ctx.settings.state_dir))
 
-    def bad_copy(source: Path, target: Path) -> None:
+    def bad_copy(source: Path, target: Path, heartbeat: Callable[[], None]) -> None:
         shutil.copytree(source, target, symlinks=True)
         (target / "photo_1.jpg").write_bytes(b"bit rot")
         raise OSError(f"copy of {source} to {target} does not match the original")
@@ -233,6 +269,23 @@ def test_a_link_out_of_the_inbox_is_moved_to_failed_with_its_reason(ctx):
     assert "outside the inbox" in (ctx.settings.failed_dir / "etc.error.txt").read_text()
 
 
+def test_a_link_is_moved_to_failed_even_when_rename_crosses_mounts(ctx, monkeypatch):
+    """Under systemd the inbox and failed/ can be two mounts: rename() fails with EXDEV, and the
+    link is made again in failed/ before the original goes."""
+    link = ctx.settings.inbox / "etc"
+    link.symlink_to("/etc")
+
+    def exdev(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
+
+    monkeypatch.setattr(os, "rename", exdev)
+    job_id = ingest.reject_link(ctx, link, Path("/etc"))
+    assert job_id is not None and ctx.store.get(job_id).state == "rejected"
+    moved = ctx.settings.failed_dir / "etc"
+    assert os.readlink(moved) == "/etc" and not link.is_symlink()
+    assert ctx.store.get(job_id).options["failed_path"] == str(moved)
+
+
 def test_a_link_that_vanished_before_it_was_refused_leaves_no_job(ctx):
     """Removed by its owner between the scan and the refusal: nothing to record, no crash."""
     assert ingest.reject_link(ctx, ctx.settings.inbox / "etc", Path("/etc")) is None
@@ -298,7 +351,7 @@ def _crash_child(ctx: Context, name: str, point: str, exdev: bool) -> None:
     elif point == "parked, not copied":
         ingest.copy_tree_verified = die
     elif point == "copied, not verified":
-        ingest.copy_tree_verified = lambda src, dst: (
+        ingest.copy_tree_verified = lambda src, dst, heartbeat: (
             shutil.copytree(src, dst, symlinks=True), die())
     elif point == "in place, inbox copy not removed":
         ingest._remove_parked = die
@@ -356,10 +409,10 @@ def _crash_in_a_burst(ctx: Context, names: list[str]) -> None:
     take = ingest._take
     moved = []
 
-    def take_then_die(folder: Path, paths: object, job_id: int) -> None:
+    def take_then_die(folder: Path, paths: object, job_id: int, heartbeat: object) -> None:
         if len(moved) == 2:
             os._exit(CRASHED)
-        take(folder, paths, job_id)
+        take(folder, paths, job_id, heartbeat)
         moved.append(folder)
 
     ingest._take = take_then_die
@@ -424,3 +477,63 @@ def test_an_undone_claim_puts_the_folder_back_beside_a_new_one_of_the_same_name(
     assert ctx.store.jobs() == []
     assert tree(ctx.settings.inbox / "alice") == second
     assert tree(ctx.settings.inbox / "alice-2") == first
+
+
+# ---- cancelled while claiming ---------------------------------------------------------------
+
+
+def test_a_job_cancelled_while_its_folder_moves_ends_cancelled_with_its_folder_kept(ctx,
+                                                                                  monkeypatch):
+    contents = drop(ctx.settings.inbox, "alice")
+    take = ingest._take
+
+    def cancel_then_take(folder: Path, paths: object, job_id: int, heartbeat: object) -> None:
+        assert ctx.store.request_cancel(job_id).state == "cancelled"  # `lorad cancel 1` now
+        take(folder, paths, job_id, heartbeat)
+
+    monkeypatch.setattr(ingest, "_take", cancel_then_take)
+    job_id = ingest.claim(ctx, ctx.settings.inbox / "alice")
+    job = ctx.store.get(job_id)
+    assert (job.state, job.cancel_requested) == ("cancelled", 1)
+    assert job.source_dir and tree(Path(job.source_dir)) == contents
+    assert not (ctx.settings.inbox / "alice").exists()
+    assert ctx.store.waiting("prepare") == []  # never queued, so never stuck
+    assert "cancelled while it was being claimed" in ctx.store.events(job_id)[-1].message
+
+
+@pytest.mark.parametrize(("point", "exdev", "where"), [
+    ("after the rename, before the update", False, "work area"),
+    ("parked, not copied", True, "inbox"),
+], ids=["moved", "parked"])
+def test_a_claim_cancelled_then_interrupted_keeps_its_job_cancelled_and_its_folder_whole(
+        ctx, point, exdev, where):
+    contents = drop(ctx.settings.inbox, "alice")
+    crash_claim(ctx, "alice", point, exdev=exdev)
+    [job] = ctx.store.jobs()
+    ctx.store.request_cancel(job.id)
+    ingest.recover_claims(ctx)
+    job = ctx.store.get(job.id)
+    assert job.state == "cancelled"
+    assert [p.name for p in ctx.settings.inbox.rglob(ingest.CLAIM_PREFIX + "*")] == []
+    if where == "inbox":
+        assert tree(ctx.settings.inbox / "alice") == contents and job.source_dir is None
+        assert not ctx.settings.job_dir(job.id).exists()
+    else:
+        assert job.source_dir and tree(Path(job.source_dir)) == contents
+    events = ctx.store.events(job.id)
+    ingest.recover_claims(ctx)  # nothing left to recover: a second start changes nothing
+    assert ctx.store.get(job.id) == job and ctx.store.events(job.id) == events
+
+
+# ---- log lines name the job -----------------------------------------------------------------
+
+
+def test_recovery_log_lines_carry_the_job_id(ctx, caplog):
+    caplog.set_level(logging.INFO, logger="lorad")
+    drop(ctx.settings.inbox, "alice")
+    drop(ctx.settings.inbox, "bob")
+    crash_claim(ctx, "alice", "after the row, before the rename")
+    crash_claim(ctx, "bob", "after the rename, before the update")
+    ingest.recover_claims(ctx)
+    assert "job 1: undid the interrupted claim of alice; it is still in the inbox" in caplog.text
+    assert "job 2: finished the interrupted claim of bob" in caplog.text

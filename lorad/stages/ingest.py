@@ -15,16 +15,23 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from lorad.context import Context
 from lorad.fsutil import DiskFull, atomic_write_text, copy_tree_verified, fsync_dir, unique_path
-from lorad.logs import log
+from lorad.logs import for_job, log
 from lorad.store import Job
 from lorad.workspace import JobPaths
 
 ERROR_FILE = "error.txt"
 CLAIM_PREFIX = ".lorad-claim-"
+
+Heartbeat = Callable[[], None]
+
+
+def _no_heartbeat() -> None:
+    """The heartbeat of callers that have no watchdog to feed."""
 
 
 def _move_tree(source: Path, target: Path, partial: Path) -> None:
@@ -57,9 +64,11 @@ def parked_path(folder: Path, job_id: int) -> Path:
     return folder.with_name(f"{CLAIM_PREFIX}{job_id}")
 
 
-def _take(folder: Path, paths: JobPaths, job_id: int) -> None:
+def _take(folder: Path, paths: JobPaths, job_id: int, heartbeat: Heartbeat = _no_heartbeat
+          ) -> None:
     """Move folder to paths.source (see the module's docstring). On one filesystem the caller
-    syncs the folders afterwards; across filesystems every step is synced here."""
+    syncs the folders afterwards; across filesystems every step is synced here, and heartbeat()
+    is called between the files copied."""
     try:
         os.rename(folder, paths.source)
         return
@@ -71,7 +80,7 @@ def _take(folder: Path, paths: JobPaths, job_id: int) -> None:
     fsync_dir(folder.parent)
     if paths.source_partial.exists():
         shutil.rmtree(paths.source_partial)
-    copy_tree_verified(parked, paths.source_partial)
+    copy_tree_verified(parked, paths.source_partial, heartbeat=heartbeat)
     os.rename(paths.source_partial, paths.source)
     fsync_dir(paths.root)
     _remove_parked(parked)
@@ -87,14 +96,19 @@ def _remove_parked(parked: Path) -> None:
         log.warning("could not remove %s after copying it (%s); delete it by hand", parked, error)
 
 
-def claim(ctx: Context, folder: Path) -> int | None:
+def claim(ctx: Context, folder: Path, heartbeat: Heartbeat = _no_heartbeat) -> int | None:
     """Move a settled folder out of the inbox into a new job's work folder; the job id, or None."""
-    return claim_all(ctx, [folder])[0]
+    return claim_all(ctx, [folder], heartbeat)[0]
 
 
-def claim_all(ctx: Context, folders: list[Path]) -> list[int | None]:
+def claim_all(ctx: Context, folders: list[Path], heartbeat: Heartbeat = _no_heartbeat
+              ) -> list[int | None]:
     """Claim settled folders: for each, its job id, or None if it could not be taken (it stays
     in the inbox, and the watcher offers it again after its next rescan).
+
+    heartbeat() is called between folders and, when a folder is copied from another
+    filesystem, between its files: the daemon passes its systemd watchdog ping, so that a long
+    claim never looks like a hung daemon.
 
     Each step is taken for all the folders before the next: the 'claiming' rows (one durable
     commit), the moves, the directory syncs, the rows queued (one commit). Every folder still
@@ -106,8 +120,9 @@ def claim_all(ctx: Context, folders: list[Path]) -> list[int | None]:
     job_ids = _claiming_rows(ctx, folders)
     taken: list[tuple[int, JobPaths]] = []
     for folder, job_id in zip(folders, job_ids, strict=True):
+        heartbeat()
         paths = JobPaths(ctx.settings.job_dir(job_id), None)
-        if _move_in(ctx, folder, paths, job_id):
+        if _move_in(ctx, folder, paths, job_id, heartbeat):
             taken.append((job_id, paths))
     _sync_dirs([paths.root for _, paths in taken] + sorted({f.parent for f in folders}))
     _finish_claims(ctx, taken)
@@ -115,18 +130,19 @@ def claim_all(ctx: Context, folders: list[Path]) -> list[int | None]:
     return [job_id if job_id in done else None for job_id in job_ids]
 
 
-def _move_in(ctx: Context, folder: Path, paths: JobPaths, job_id: int) -> bool:
+def _move_in(ctx: Context, folder: Path, paths: JobPaths, job_id: int,
+             heartbeat: Heartbeat) -> bool:
     """Move one claimed folder into its job's work folder; undo the claim if it cannot be."""
     ours = False  # whether paths.root is the folder this claim made
     try:
         _set_aside_stale(paths.root)
         paths.root.mkdir(parents=True)
         ours = True
-        _take(folder, paths, job_id)
+        _take(folder, paths, job_id, heartbeat)
     except OSError as error:
         if ours and paths.source.exists():
             # The folder did move (a later step failed): the job has it, so keep the job.
-            log.warning("job %d: took %s, but then: %s", job_id, folder, error)
+            for_job(job_id).warning("took %s, but then: %s", folder, error)
             _remove_parked(parked_path(folder, job_id))
             return True
         _undo_claim(ctx, job_id, folder, paths.root if ours else None)
@@ -169,18 +185,36 @@ def _sync_dirs(folders: list[Path]) -> None:
 
 
 def _finish_claims(ctx: Context, taken: list[tuple[int, JobPaths]]) -> None:
+    """Queue the claimed jobs whose folders have arrived. A job cancelled while its folder was
+    moving (`lorad cancel` accepts a 'claiming' job) stays cancelled: it records where its
+    folder now is, and the folder is kept there."""
     if not taken:
         return
-    with ctx.store.transaction():
+    store = ctx.store
+    with store.transaction():  # BEGIN IMMEDIATE: no cancel can slip between reading and writing
         for job_id, paths in taken:
-            ctx.store.update(job_id, state="queued", source_dir=str(paths.source),
-                             work_dir=str(paths.root))
-            ctx.store.event(job_id, f"claimed from the inbox into {paths.source}")
+            where = {"source_dir": str(paths.source), "work_dir": str(paths.root)}
+            if store.get(job_id).state == "claiming":
+                store.update(job_id, state="queued", **where)
+                store.event(job_id, f"claimed from the inbox into {paths.source}")
+            else:
+                store.update(job_id, **where)
+                store.event(job_id, f"cancelled while it was being claimed; the folder is kept "
+                                    f"in {paths.source}")
+                for_job(job_id).info("cancelled while it was being claimed; its folder is kept "
+                                     "in %s", paths.source)
 
 
 def _undo_claim(ctx: Context, job_id: int, folder: Path, root: Path | None) -> None:
-    """Put the folder back where it was dropped (if it was parked), remove the job's work
-    folder (root, when it is the claim's own), then forget the job."""
+    """Put the folder back where it was dropped and remove the claim's work folder (see
+    _put_back), then forget the job."""
+    _put_back(folder, job_id, root)
+    ctx.store.delete_job(job_id)
+
+
+def _put_back(folder: Path, job_id: int, root: Path | None) -> None:
+    """Put the folder back where it was dropped (if it was parked) and remove the job's work
+    folder (root, when it is the claim's own)."""
     parked = parked_path(folder, job_id)
     if parked.exists() or parked.is_symlink():
         back = unique_path(folder)  # the name may have been taken by a new drop meanwhile
@@ -188,7 +222,14 @@ def _undo_claim(ctx: Context, job_id: int, folder: Path, root: Path | None) -> N
         fsync_dir(back.parent)
     if root is not None:
         shutil.rmtree(root, ignore_errors=True)
-    ctx.store.delete_job(job_id)
+
+
+def _interrupted_claims(ctx: Context) -> list[Job]:
+    """Claims a crash interrupted: 'claiming' rows, and rows cancelled during their claim whose
+    folder was never recorded (only a claim leaves a job with an inbox path but no work folder)."""
+    cancelled = [job for job in ctx.store.jobs(("cancelled",))
+                 if job.inbox_path and job.work_dir is None and job.source_dir is None]
+    return ctx.store.jobs(("claiming",)) + cancelled
 
 
 def recover_claims(ctx: Context) -> None:
@@ -198,22 +239,35 @@ def recover_claims(ctx: Context) -> None:
     itself or of its verified copy), so it decides: there, the claim is finished; not there, the
     claim is undone. A folder found in the inbox under the dropped name is never touched: it is
     either the original (claim undone) or a new drop (a new job later).
+
+    A job cancelled during its claim keeps its row either way (a person asked for it by its id):
+    finished, it records its folder in the work area; undone, its folder is back in the inbox,
+    where the watcher takes it as a new job.
     """
-    for job in ctx.store.jobs(("claiming",)):
+    for job in _interrupted_claims(ctx):
         paths = JobPaths(ctx.settings.job_dir(job.id), None)
         folder = Path(job.inbox_path or ctx.settings.inbox / job.name)
+        jlog = for_job(job.id)
         try:
             if paths.source.exists():
                 _remove_parked(parked_path(folder, job.id))
                 _sync_dirs([paths.root])
                 _finish_claims(ctx, [(job.id, paths)])
-                log.info("finished the interrupted claim of %s as job %d", job.name, job.id)
+                jlog.info("finished the interrupted claim of %s", job.name)
+            elif job.state == "cancelled":
+                _put_back(folder, job.id, paths.root)
+                with ctx.store.transaction():  # its work_dir marks the claim as dealt with
+                    ctx.store.update(job.id, work_dir=str(paths.root))
+                    ctx.store.event(job.id, f"its claim was interrupted; {job.name} is back in "
+                                            "the inbox")
+                jlog.info("cancelled during an interrupted claim; %s is back in the inbox, where "
+                          "it is taken as a new job: remove it if it is not wanted", job.name)
             else:
                 _undo_claim(ctx, job.id, folder, paths.root)
-                log.info("undid the interrupted claim of %s; it is still in the inbox", job.name)
+                jlog.info("undid the interrupted claim of %s; it is still in the inbox", job.name)
         except OSError as error:  # left as it is, for the next start: the daemon starts anyway
-            log.error("job %d: could not finish or undo the interrupted claim of %s (%s); "
-                      "it is tried again at the next start", job.id, folder, error)
+            jlog.error("could not finish or undo the interrupted claim of %s (%s); it is tried "
+                       "again at the next start", folder, error)
 
 
 def reject_link(ctx: Context, link: Path, target: Path) -> int | None:
@@ -229,17 +283,35 @@ def reject_link(ctx: Context, link: Path, target: Path) -> int | None:
     failed = unique_path(ctx.settings.failed_dir / link.name)
     try:
         failed.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(link, failed)
+        _move_link(link, failed)
     except OSError as error:
         ctx.store.delete_job(job_id)
         if link.is_symlink():
-            log.warning("could not move the link %s to %s (%s)", link, failed, error)
+            log.warning("could not move the link %s to %s (%s); fix what the error names (lorad "
+                        "tries again at each rescan), or remove the link", link, failed, error)
         return None
     atomic_write_text(failed.with_name(failed.name + "." + ERROR_FILE), message + "\n")
     ctx.store.update(job_id, options={"failed_path": str(failed)})
     ctx.store.event(job_id, message, level="error")
-    log.warning("job %d: %s", job_id, message)
+    for_job(job_id).warning("%s", message)
     return job_id
+
+
+def _move_link(link: Path, target: Path) -> None:
+    """Rename a symbolic link; across filesystems (or systemd's bind mounts), make the same link
+    at target and then remove the original."""
+    try:
+        os.rename(link, target)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    os.symlink(os.readlink(link), target)
+    try:
+        link.unlink()
+    except OSError:
+        target.unlink()  # one link, never two: the next rescan tries again
+        raise
 
 
 def failed_target(ctx: Context, job: Job) -> Path:
