@@ -50,6 +50,7 @@ def test_systemd_hears_ready_then_watchdog_pings_then_stopping(tmp_path, config,
     notify = NotifySocket(tmp_path / "notify.sock")
     caption_python = recording_python(tmp_path / "caption-python")
     cfg = config(caption={"python": str(caption_python)})
+    fake_trainer(epoch_seconds=1.0)  # slow enough for a STATUS= between epochs
     log = tmp_path / "daemon.log"
     log.touch()
     journal = f"{log.stat().st_dev}:{log.stat().st_ino}"  # stderr "is" the journal stream
@@ -58,6 +59,7 @@ def test_systemd_hears_ready_then_watchdog_pings_then_stopping(tmp_path, config,
     try:
         ready = notify.wait_for(lambda m: m.get("READY") == "1", what="READY=1")
         make_photos(tmp_path / "photos" / "Bob", 4)
+        (tmp_path / "photos" / "Bob" / "lora.toml").write_text("epochs = 3\n")
         shutil.copytree(tmp_path / "photos" / "Bob", tmp_path / "inbox" / "Bob")
         daemon.wait_for(all_final(1), what="the job to finish")
         notify.wait_for(lambda m: "1 done today" in m.get("STATUS", ""), what="STATUS done")
@@ -71,6 +73,10 @@ def test_systemd_hears_ready_then_watchdog_pings_then_stopping(tmp_path, config,
     assert 0 <= first_ready < pings[0] and len(pings) >= 3 and pings[-1] < stopping, notify.messages
     assert notify.messages[stopping]["STATUS"].startswith("stopping")
     assert "READY" not in str(notify.messages[first_ready + 1:])  # READY=1 once
+    statuses = [m["STATUS"] for m in notify.messages if "STATUS" in m]
+    progress = [int(found) for status in statuses
+                for found in re.findall(r"training bob (\d+)%", status)]
+    assert any(0 < percent < 100 for percent in progress), statuses  # training's progress shown
 
     runs = [json.loads(line) for line in Path(f"{fake_trainer()}.runs.jsonl").read_text()
             .splitlines()]
@@ -169,15 +175,34 @@ def seconds(value: str) -> float:
     return int(number) * units[unit or "s"]
 
 
+def writable_entry(unit: dict[str, list[str]], path: str) -> str | None:
+    """The ReadWritePaths= entry that makes path writable (each entry is a mount of its own)."""
+    entries = [entry for value in unit.get("ReadWritePaths", []) for entry in value.split()]
+    return next((entry for entry in entries if Path(path).is_relative_to(entry)), None)
+
+
 def test_the_system_unit_matches_the_example_configuration():
     unit = unit_settings(UNITS / "lorad.service")
     example = tomllib.loads((ROOT / "examples" / "lorad.toml").read_text())
-    writable = unit["ReadWritePaths"][0].split()
-    assert example["inbox"] in writable and example["outbox"] in writable
-    assert example["inbox"] in unit["RequiresMountsFor"][0].split()
-    assert example["state_dir"] == "/var/lib/" + unit["StateDirectory"][0]
+    inbox_entry = writable_entry(unit, example["inbox"])
+    assert inbox_entry is not None
+    # One mount for inbox, state and outbox: claims are renames and deliveries hard links.
+    for key in ("state_dir", "outbox"):
+        assert writable_entry(unit, example[key]) == inbox_entry, key
+    assert {example["inbox"], example["state_dir"]} <= set(unit["RequiresMountsFor"][0].split())
+    # StateDirectory= is lorad's home (caches), a mount of its own: never state_dir.
+    home = "/var/lib/" + unit["StateDirectory"][0]
+    assert unit["StateDirectory"] == ["lorad"] and f"HOME={home}" in unit["Environment"]
+    assert not Path(example["state_dir"]).is_relative_to(home)
     assert unit["ExecStart"][0].endswith("lorad --config /etc/lorad/lorad.toml run")
     assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
+def test_the_nvidia_nodes_unit_runs_before_lorad_as_root():
+    unit = unit_settings(UNITS / "lorad-nvidia-nodes.service")
+    assert unit["ExecStart"] == ["/usr/bin/nvidia-modprobe -u -c=0"]
+    assert unit["Before"] == ["lorad.service"] and "User" not in unit
+    assert (unit["Type"], unit["RemainAfterExit"]) == (["oneshot"], ["yes"])
 
 
 @pytest.mark.parametrize("name", ["lorad.service", "lorad-user.service"])
@@ -198,12 +223,13 @@ def test_the_system_unit_is_sandboxed_but_sees_the_gpu():
                        ("PrivateTmp", "yes"), ("DevicePolicy", "closed")):
         assert unit.get(key) == [value], key
     allowed = {entry.split()[0] for entry in unit["DeviceAllow"]}
-    assert allowed == {"char-nvidiactl", "char-nvidia-frontend", "char-nvidia-uvm",
+    assert allowed == {"char-nvidia", "char-nvidiactl", "char-nvidia-frontend", "char-nvidia-uvm",
                        "char-nvidia-caps"}
     assert "PrivateDevices" not in unit  # it would hide the GPU
 
 
-@pytest.mark.parametrize("name", ["lorad.service", "lorad-user.service"])
+@pytest.mark.parametrize("name", ["lorad.service", "lorad-user.service",
+                                  "lorad-nvidia-nodes.service"])
 def test_the_units_pass_systemd_analyze_verify(name, tmp_path):
     """The syntax check. verify fails when ExecStart's program does not exist, so the copy that
     is checked runs an executable that does (this python) with the same arguments; it does not
