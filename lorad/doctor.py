@@ -1,13 +1,16 @@
 """`lorad doctor`: checks the configuration and the machine, one line per finding.
 
 Each check says what it found and what to do about it, with a status: OK, WARN (lorad works, but
-not as well as it could) or FAIL (lorad cannot do its work). Nothing is changed, and nothing is
-sent unless a test notification is asked for. Checks are generators so that the command prints
+not as well as it could) or FAIL (lorad cannot do its work). Nothing is changed (the claiming
+check moves an empty temporary folder out of the inbox and back), and nothing is sent unless a
+test notification is asked for. Checks are generators so that the command prints
 each line as soon as it is known (starting Kohya's trainer takes a while).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import json
 import os
@@ -15,6 +18,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from pathlib import Path
 from lorad.children import child_env
 from lorad.gpus import gpus as visible_gpus
 from lorad.kohya.command import SCRIPTS
+from lorad.kohya.gui_preset import GuiPresetError, load_gui_preset
 from lorad.notify import build_apprise, check_urls, masked
 from lorad.settings import ConfigError, ModelSettings, Settings, find_config, load_settings
 from lorad.watcher import filesystem_type, needs_polling
@@ -45,6 +50,9 @@ HELP_TIMEOUT = 180.0  # Kohya's scripts import torch and diffusers before parsin
 MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+PROBE_PREFIX = ".lorad-doctor-"  # a hidden name: a running daemon's watcher never takes it
+PROC_DEVICES = Path("/proc/devices")
+UVM_NODE = Path("/dev/nvidia-uvm")
 
 
 @dataclass(frozen=True)
@@ -70,9 +78,13 @@ def run_checks(config_path: Path | None, *, send_test: bool = False) -> Iterator
     yield from watching(settings)
     yield from disk_space(settings)
     yield from kohya(settings)
+    yield from presets(settings)
     yield from models(settings)
     yield blip(settings)
     yield from gpus(settings)
+    uvm = uvm_device()
+    if uvm is not None:
+        yield uvm
     yield from notifications(settings, send_test)
 
 
@@ -124,7 +136,10 @@ def folder_paths(settings: Settings) -> dict[str, Path]:
 def folders(settings: Settings) -> Iterator[Check]:
     for key, path in folder_paths(settings).items():
         yield folder(key, path, in_state_dir=contains(settings.state_dir, path))
-    yield layout(settings)
+    found = layout(settings)
+    yield found
+    if found.status == OK:
+        yield claim_move(settings)
 
 
 def folder(key: str, path: Path, in_state_dir: bool) -> Check:
@@ -162,14 +177,51 @@ def layout(settings: Settings) -> Check:
     if clashes:
         return Check(FAIL, "folder layout", f"{'; '.join(clashes)} overlap; give each its own "
                                             "folder, none inside another")
-    inbox_dev = existing(settings.inbox).stat().st_dev
-    if inbox_dev != existing(settings.state_dir).stat().st_dev:
-        return Check(WARN, "folder layout", "the inbox and state_dir are on different "
-                                            "filesystems, so each folder is copied out of the "
-                                            "inbox instead of moved; put them on one filesystem "
-                                            "to make claiming instant")
-    return Check(OK, "folder layout", "inbox, outbox, state_dir and failed do not overlap, and "
-                                      "folders move out of the inbox with a rename")
+    return Check(OK, "folder layout", "inbox, outbox, state_dir and failed do not overlap")
+
+
+def claim_move(settings: Settings) -> Check:
+    """Claiming's move, tried for real: an empty folder renamed from the inbox into the work area
+    and back. A rename can fail across filesystems, and also across two mounts of one (a bind
+    mount), which comparing device numbers cannot tell."""
+    inbox = settings.inbox
+    area = settings.work_dir if settings.work_dir.is_dir() else settings.state_dir
+    if not (inbox.is_dir() and area.is_dir()):
+        return Check(WARN, "claiming", f"cannot try moving a folder from the inbox ({inbox}) "
+                                       f"into {area} before both exist; create them, then run "
+                                       "lorad doctor again")
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=PROBE_PREFIX, dir=inbox))
+    except OSError as error:
+        return Check(FAIL, "claiming", f"cannot create a folder in the inbox ({inbox}): "
+                                       f"{error.strerror}; give {user()} write access to it")
+    moved = area / probe.name
+    try:
+        os.rename(probe, moved)
+        os.rename(moved, probe)
+    except OSError as error:
+        return claim_move_failed(error, inbox, area)
+    finally:
+        for leftover in (probe, moved):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.rmdir()
+    return Check(OK, "claiming", f"a folder moved from the inbox ({inbox}) into {area} with one "
+                                 "rename, so claiming is instant (this runs outside the systemd "
+                                 "unit's sandbox: there, the inbox and state_dir must share one "
+                                 "ReadWritePaths= entry)")
+
+
+def claim_move_failed(error: OSError, inbox: Path, area: Path) -> Check:
+    if error.errno == errno.EXDEV:
+        return Check(WARN, "claiming", f"a folder cannot be renamed from the inbox ({inbox}) "
+                                       f"into {area}: they are on different filesystems or "
+                                       "mounts, so each folder is copied, verified and then "
+                                       "deleted instead (slower, and twice the space meanwhile); "
+                                       "put the inbox and state_dir on one filesystem to make "
+                                       "claiming instant")
+    return Check(FAIL, "claiming", f"moving a folder from the inbox ({inbox}) into {area} "
+                                   f"failed: {error.strerror or error}; lorad could not take any "
+                                   f"folder, so give {user()} write access to both")
 
 
 # ---- watching the inbox -------------------------------------------------------------------
@@ -271,9 +323,24 @@ def kohya(settings: Settings) -> Iterator[Check]:
         return
     yield trainer_starts(settings, python)
     yield accelerate(settings, python)
-    for name, preset in preset_files(settings):
-        if not preset.is_file():
-            yield Check(FAIL, name, f"{preset} does not exist; fix the path or remove the key")
+
+
+def presets(settings: Settings) -> Iterator[Check]:
+    for name, path in preset_files(settings):
+        yield gui_preset(name, path)
+
+
+def gui_preset(name: str, path: Path) -> Check:
+    """A kohya_ss GUI preset read as a training would read it."""
+    try:
+        preset = load_gui_preset(path)
+    except GuiPresetError as error:
+        return Check(FAIL, name, f"{error}; every training would fail on it: fix the file or "
+                                 f"remove {name}")
+    used = f"{path} is used: {len(preset.args)} Kohya arguments"
+    if not preset.notes:
+        return Check(OK, name, f"{used}, no key ignored")
+    return Check(OK, name, f"{used}; {len(preset.notes)} ignored: {'; '.join(preset.notes)}")
 
 
 def preset_files(settings: Settings) -> Iterator[tuple[str, Path]]:
@@ -463,6 +530,43 @@ def gpus(settings: Settings) -> Iterator[Check]:
                                               "the out-of-memory ladder (slower)")
         else:
             yield Check(OK, f"GPU {index}", what)
+
+
+def char_devices(text: str) -> set[str]:
+    """The character device groups listed in /proc/devices (its first section)."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("Block devices"):
+            break
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit():
+            names.add(parts[1])
+    return names
+
+
+def uvm_device(devices: Path = PROC_DEVICES, node: Path = UVM_NODE) -> Check | None:
+    """CUDA's memory manager, nvidia-uvm: its module and its device node, both needed before the
+    service starts (DeviceAllow= is resolved then, and NoNewPrivileges= keeps the setuid
+    nvidia-modprobe from creating the node on demand). None without any NVIDIA driver."""
+    try:
+        groups = char_devices(devices.read_text())
+    except OSError:
+        return None
+    if not any(name.startswith("nvidia") for name in groups):
+        return None
+    problems = []
+    if "nvidia-uvm" not in groups:
+        problems.append(f"{devices} lists no nvidia-uvm: the module is not loaded, and the "
+                        "unit's DeviceAllow=char-nvidia-uvm only sees what was loaded when the "
+                        "service started; load it at boot (echo nvidia-uvm > "
+                        "/etc/modules-load.d/nvidia-uvm.conf)")
+    if not node.exists():
+        problems.append(f"{node} does not exist and the service cannot create it; create it "
+                        "at boot as root with nvidia-modprobe -u -c=0")
+    if problems:
+        return Check(WARN, "nvidia-uvm", "; ".join(problems) + " (else CUDA fails in lorad's "
+                                         "trainers until lorad is restarted)")
+    return Check(OK, "nvidia-uvm", f"the module is loaded and {node} exists, as CUDA needs")
 
 
 # ---- notifications --------------------------------------------------------------------------

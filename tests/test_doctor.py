@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from lorad import doctor
 from lorad.gpus import gpus as visible_gpus
-from lorad.settings import ModelSettings, load_settings
+from lorad.settings import ModelSettings, Settings, load_settings
+
+GUI_SD15 = Path(__file__).parent / "data" / "kohya" / "gui_sd15.json"
+NOBODY = 65534
 
 TENSOR_NAMES = {"sd15": "cond_stage_model.transformer.text_model.final_layer_norm.weight",
                 "sdxl": "conditioner.embedders.1.model.ln_final.weight"}
@@ -63,10 +70,12 @@ def test_a_good_configuration_passes_with_a_warning_that_no_gpu_is_visible(tmp_p
     assert [s for s, _, _ in lines if s == "FAIL"] == []
     assert found["GPU"][0] == "WARN" and "no NVIDIA GPU" in found["GPU"][1]
     for name in ("configuration", "inbox", "outbox", "state_dir", "failed", "folder layout",
-                 "watching", "inotify", "Kohya", "accelerate", "models.sd15", "models.sdxl",
-                 "BLIP", "notifications", "test notification"):
+                 "claiming", "watching", "inotify", "disk space", "Kohya", "accelerate",
+                 "models.sd15", "models.sdxl", "BLIP", "notifications", "test notification"):
         assert name in found, f"no {name} line in {lines}"
     assert found["Kohya"][0] == "OK" and "sdxl_train_network.py --help" in found["Kohya"][1]
+    assert found["claiming"][0] == "OK" and "with one rename" in found["claiming"][1]
+    assert [p.name for p in (tmp_path / "inbox").iterdir()] == []  # its test folder is gone
     assert found["accelerate"][0] == "OK"
     assert found["models.sd15"][0] == "OK"
     assert "an SD1.5 model as configured" in found["models.sd15"][1]
@@ -77,13 +86,15 @@ def test_a_good_configuration_passes_with_a_warning_that_no_gpu_is_visible(tmp_p
 
 def test_missing_kohya_a_missing_model_and_a_bad_url_each_fail_and_exit_1(tmp_path, config):
     good_models(tmp_path)
-    cfg = config(kohya={"sd_scripts": str(tmp_path / "no-sd-scripts")},
+    cfg = config(kohya={"sd_scripts": str(tmp_path / "no-sd-scripts"),
+                        "preset": str(tmp_path / "no-preset.json")},
                  models={"sd15": {"path": str(tmp_path / "models" / "gone.safetensors")}},
                  notify={"urls": ["nosuchservice://somewhere"]})
     status, lines = run_doctor(cfg, tmp_path)
     failed = {name: message for s, name, message in lines if s == "FAIL"}
     assert status == 1
-    assert sorted(failed) == ["Kohya", "models.sd15", "notifications"], lines
+    assert sorted(failed) == ["Kohya", "kohya.preset", "models.sd15", "notifications"], lines
+    assert "no-preset.json: cannot read it (No such file or directory)" in failed["kohya.preset"]
     assert "no-sd-scripts) does not exist" in failed["Kohya"]
     assert "gone.safetensors does not exist" in failed["models.sd15"]
     assert "not a URL Apprise understands" in failed["notifications"]
@@ -171,3 +182,190 @@ def test_low_inotify_limits_warn_and_a_polled_inbox_needs_none(tmp_path):
     low = doctor.inotify_limits("native", proc)
     assert low.status == "WARN" and "max_user_instances = 8" in low.message
     assert doctor.inotify_limits("poll", proc).status == "OK"
+
+
+# ---- folders ------------------------------------------------------------------------------
+def unprivileged(check: Callable[[], doctor.Check]) -> doctor.Check:
+    """check() run by a user with no special rights: this one, or nobody when the tests run as
+    root (root may write anywhere, so it would never see a folder it cannot write to)."""
+    if os.geteuid() != 0:
+        return check()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            found = check()
+            os.write(write, json.dumps([found.status, found.name, found.message]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    assert data, "the check did not run as an unprivileged user"
+    return doctor.Check(*json.loads(data))
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A folder that every user can reach (pytest's own is private to the user running it)."""
+    root = Path(tempfile.mkdtemp(prefix="lorad-doctor-test-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_folder_lorads_user_cannot_write_to_fails(shared_tmp):
+    outbox = shared_tmp / "outbox"
+    outbox.mkdir(mode=0o555)
+    outbox.chmod(0o555)  # not the umask's choice: readable, not writable
+    check = unprivileged(lambda: doctor.folder("outbox", outbox, in_state_dir=False))
+    assert check.status == "FAIL", check
+    assert f"{outbox} is not writable by" in check.message
+    assert "give that user write access" in check.message
+
+
+def test_an_outbox_inside_the_inbox_is_a_layout_failure(tmp_path):
+    # load_settings already refuses this layout: model_construct skips that validation, so
+    # that doctor's own check is tested by itself
+    inbox = tmp_path / "inbox"
+    settings = Settings.model_construct(inbox=inbox, outbox=inbox / "results",
+                                        state_dir=tmp_path / "state",
+                                        failed=tmp_path / "state" / "failed")
+    check = doctor.layout(settings)
+    assert check.status == "FAIL"
+    assert f"inbox ({inbox}) and outbox ({inbox / 'results'}) overlap" in check.message
+
+
+def claiming_settings(tmp_path: Path) -> Settings:
+    for name in ("inbox", "outbox", "state"):
+        (tmp_path / name).mkdir()
+    return Settings(inbox=tmp_path / "inbox", outbox=tmp_path / "outbox",
+                    state_dir=tmp_path / "state")
+
+
+def test_claiming_is_tried_with_a_real_rename_and_leaves_nothing_behind(tmp_path):
+    settings = claiming_settings(tmp_path)
+    check = doctor.claim_move(settings)
+    assert check.status == "OK" and "with one rename" in check.message
+    assert list(settings.inbox.iterdir()) == [] and list(settings.state_dir.iterdir()) == []
+
+
+def test_claiming_across_mounts_warns_that_folders_will_be_copied(tmp_path, monkeypatch):
+    """What a rename between two bind mounts of one disk does (systemd's ReadWritePaths=), which
+    the folders' device numbers cannot show."""
+    settings = claiming_settings(tmp_path)
+
+    def exdev(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
+
+    monkeypatch.setattr(os, "rename", exdev)
+    check = doctor.claim_move(settings)
+    assert check.status == "WARN"
+    assert "different filesystems or mounts" in check.message
+    assert "copied, verified and then deleted" in check.message
+    assert list(settings.inbox.iterdir()) == []
+
+
+def test_claiming_that_cannot_rename_at_all_fails(tmp_path, monkeypatch):
+    settings = claiming_settings(tmp_path)
+
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(src))
+
+    monkeypatch.setattr(os, "rename", refuse)
+    check = doctor.claim_move(settings)
+    assert check.status == "FAIL" and "Permission denied" in check.message
+    assert list(settings.inbox.iterdir()) == []
+
+
+# ---- disk space -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("free_gb", "status", "advice"), [
+    (0.5, "FAIL", "free some space before starting lorad"),
+    (10.0, "WARN", "a training may stop with a full disk"),
+    (40.0, "OK", None),
+])
+def test_the_disk_space_line_compares_free_space_with_what_a_training_needs(
+        tmp_path, monkeypatch, free_gb, status, advice):
+    settings = claiming_settings(tmp_path)
+    settings.models = {"sdxl": ModelSettings(path="x.safetensors", family="sdxl")}
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: usage._replace(free=int(free_gb * doctor.GB)))
+    [check] = doctor.disk_space(settings)  # state_dir and outbox share tmp_path's filesystem
+    assert (check.name, check.status) == ("disk space", status)
+    assert check.message.startswith(f"{free_gb:.1f} GB free for state_dir and outbox (one "
+                                    "filesystem")
+    assert "one SDXL training needs about 19 GB" in check.message
+    assert advice is None or advice in check.message
+
+
+# ---- kohya_ss GUI presets -------------------------------------------------------------------
+def test_a_usable_gui_preset_is_ok_and_lists_what_it_ignores(config):
+    settings = load_settings(config(kohya={"preset": str(GUI_SD15)}))
+    [check] = doctor.presets(settings)
+    assert (check.status, check.name) == ("OK", "kohya.preset")
+    assert f"{GUI_SD15} is used:" in check.message
+    assert "ignored key 'caption_extension': lorad sets this itself" in check.message
+
+
+def test_a_gui_preset_that_cannot_be_used_fails_with_its_reason(tmp_path, config):
+    data = json.loads(GUI_SD15.read_text())
+    data["additional_parameters"] = "--max_train_steps 5"
+    broken = tmp_path / "broken-preset.json"
+    broken.write_text(json.dumps(data))
+    settings = load_settings(config(models={"sd15": {"preset": str(broken)}}))
+    [check] = doctor.presets(settings)
+    assert (check.status, check.name) == ("FAIL", "models.sd15.preset")
+    assert f"{broken}: key 'additional_parameters': refused" in check.message
+    assert "fix the file or remove models.sd15.preset" in check.message
+
+
+# ---- nvidia-uvm -----------------------------------------------------------------------------
+PROC_DEVICES = """Character devices:
+  1 mem
+  4 tty
+195 nvidia
+195 nvidiactl
+{uvm}
+Block devices:
+  8 sd
+"""
+
+
+def devices_file(tmp_path: Path, uvm: str) -> Path:
+    path = tmp_path / "devices"
+    path.write_text(PROC_DEVICES.format(uvm=uvm))
+    return path
+
+
+def test_nvidia_uvm_loaded_with_its_node_is_ok(tmp_path):
+    node = tmp_path / "nvidia-uvm"
+    node.touch()
+    check = doctor.uvm_device(devices_file(tmp_path, "510 nvidia-uvm"), node)
+    assert check is not None and check.status == "OK"
+
+
+def test_nvidia_uvm_not_loaded_and_without_a_node_warns_how_to_fix_both(tmp_path):
+    node = tmp_path / "nvidia-uvm"
+    check = doctor.uvm_device(devices_file(tmp_path, ""), node)
+    assert check is not None and check.status == "WARN"
+    assert "lists no nvidia-uvm" in check.message
+    assert "/etc/modules-load.d/nvidia-uvm.conf" in check.message
+    assert f"{node} does not exist" in check.message and "nvidia-modprobe -u -c=0" in check.message
+
+
+def test_a_missing_uvm_node_alone_warns(tmp_path):
+    check = doctor.uvm_device(devices_file(tmp_path, "510 nvidia-uvm"), tmp_path / "nvidia-uvm")
+    assert check is not None and check.status == "WARN"
+    assert "lists no nvidia-uvm" not in check.message and "does not exist" in check.message
+
+
+def test_without_any_nvidia_driver_the_uvm_check_is_skipped(tmp_path):
+    devices = tmp_path / "devices"
+    devices.write_text("Character devices:\n  1 mem\n  4 tty\n\nBlock devices:\n  8 sd\n")
+    assert doctor.uvm_device(devices, tmp_path / "nvidia-uvm") is None
+    assert doctor.uvm_device(tmp_path / "no-proc-devices", tmp_path / "nvidia-uvm") is None
