@@ -4,6 +4,7 @@ store, stopped as a group, and reaped after a daemon crash so that no orphan kee
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lorad.logs import log
+from lorad.logs import for_job, log
 from lorad.store import Store
 
 # Variables that belong to the daemon's own contract with systemd, never to its children.
@@ -104,11 +105,22 @@ def reap_orphans(store: Store) -> None:
         pgid = child["pgid"]
         leader_alive = start_time(pgid) == child["started"]
         if leader_alive or group_alive(pgid) and start_time(pgid) is None:
-            log.warning("stopping the %s process group %d left by a previous run", child["kind"],
-                        pgid)
+            _say_stopping(child["kind"], pgid, json.loads(child["job_ids"] or "[]"))
             signal_group(pgid, signal.SIGTERM)
             deadline = time.monotonic() + 10
             while group_alive(pgid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             signal_group(pgid, signal.SIGKILL)
         store.remove_child(pgid)
+
+
+def _say_stopping(kind: str, pgid: int, job_ids: list[int]) -> None:
+    """One line per job the group worked for (a captioner serves several), naming the others."""
+    if not job_ids:
+        log.warning("stopping the %s process group %d left by a previous run", kind, pgid)
+    for job_id in job_ids:
+        shared = [str(other) for other in job_ids if other != job_id]
+        noun = "jobs" if len(shared) > 1 else "job"
+        also = f" (it also worked for {noun} {', '.join(shared)})" if shared else ""
+        for_job(job_id).warning("stopping its %s process group %d, left by a previous run%s",
+                                kind, pgid, also)

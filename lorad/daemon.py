@@ -8,11 +8,14 @@ training needs or on the CPU. Heavy libraries live only in child processes.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,17 @@ from lorad.watcher import Inbox
 
 PIPELINE = ("prepare", "caption", "train", "deliver")
 REQUEST_SCAN_SECONDS = 2.0
+# A stop waits for the epoch being saved (up to 0.8 x kohya.stop_grace_seconds), then for the
+# trainer to exit after SIGTERM (stop_grace_seconds), then this long to record the outcomes.
+STOP_MARGIN_SECONDS = 10.0
+# Each EXTEND_TIMEOUT_USEC= asks systemd for the time left until that deadline plus this much.
+EXTEND_MARGIN_SECONDS = 5.0
+
+
+def stop_deadline_seconds(settings: Settings) -> float:
+    """How long a stop waits for running work before lorad exits without it (the units'
+    TimeoutStopSec= is set above this for the default stop_grace_seconds)."""
+    return 1.8 * settings.kohya.stop_grace_seconds + STOP_MARGIN_SECONDS
 
 
 def with_retry_hint(message: str, job_id: int) -> str:
@@ -63,7 +77,9 @@ class Daemon:
         self.threads: list[threading.Thread] = []
         self.guard = threading.Lock()
         self.cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lorad-cpu")
+        self.cpu_work: set[Future] = set()
         self._next_request_scan = 0.0
+        self._request_error = ""
         self._reload = threading.Event()
 
     # ---- start and stop ------------------------------------------------------------------
@@ -112,27 +128,67 @@ class Daemon:
                 self.step()
                 self.wake.wait(self.wait_time())
         finally:
-            self.shutdown()
+            finished = self.shutdown()
+        if not finished:
+            # A stage still running would hold the interpreter's exit (Python joins the CPU
+            # pool's threads at exit); what it leaves behind is picked up at the next start.
+            logging.shutdown()
+            os._exit(0)
         return 0
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> bool:
+        """Stop taking work and wait for the running work, until the stop deadline at most.
+        False when some was still running then: lorad exits without it (systemd's KillMode=mixed
+        kills what is left of its children; the next start reaps them and resumes the jobs)."""
         assert self.ctx is not None
         self.sd.stopping("stopping: waiting for running work to save and stop")
         self.ctx.stopping.set()
         self.inbox.stop()
         self.sender.wake.set()
-        grace = self.settings.kohya.stop_grace_seconds + 30
-        while any(t.is_alive() for t in self.threads):
-            self.sd.extend_timeout(grace)
-            for thread in self.threads:
-                thread.join(timeout=1.0)
-        self.cpu.shutdown(wait=True, cancel_futures=True)  # not started: waits in the store
+        self.cpu.shutdown(wait=False, cancel_futures=True)  # not started: waits in the store
+        finished = self._wait_for_work(time.monotonic() + stop_deadline_seconds(self.settings))
+        if not finished:
+            self._report_unfinished()
         # A notification in flight may wait on a slow service: it stays queued in the store
         # and is sent at the next start; stopping does not wait for it.
         self.sender_thread.join(timeout=2.0)
         self.ctx.store.close()
         self.lock.release()
         log.info("lorad stopped")
+        return finished
+
+    def _running_work(self) -> list[threading.Thread | Future]:
+        return ([t for t in self.threads if t.is_alive()]
+                + [f for f in list(self.cpu_work) if not f.done()])
+
+    def _wait_for_work(self, deadline: float) -> bool:
+        """Wait until no stage runs (True) or the deadline passes (False), asking systemd for
+        the time left (EXTEND_TIMEOUT_USEC=) every second meanwhile, and never beyond it."""
+        while running := self._running_work():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.sd.extend_timeout(left + EXTEND_MARGIN_SECONDS)
+            first = running[0]
+            if isinstance(first, threading.Thread):
+                first.join(timeout=min(1.0, left))
+            else:
+                wait_for_futures([first], timeout=min(1.0, left))
+        return True
+
+    def _report_unfinished(self) -> None:
+        assert self.ctx is not None
+        waited = stop_deadline_seconds(self.settings)
+        jobs = self.ctx.store.jobs(tuple(RUNNING.values()))
+        for job in jobs:
+            for_job(job.id, job.token or job.name).warning(
+                "still %s after the stop waited %.0f s for it (1.8 x kohya.stop_grace_seconds "
+                "+ %.0f s); lorad exits without it and it continues at the next start",
+                job.state, waited, STOP_MARGIN_SECONDS)
+        if not jobs:
+            names = ", ".join(getattr(w, "name", "a CPU stage") for w in self._running_work())
+            log.warning("work was still running after the stop waited %.0f s for it (%s); lorad "
+                        "exits without it", waited, names)
 
     def reload(self) -> None:
         from lorad.reload import reload_settings
@@ -156,17 +212,35 @@ class Daemon:
                 self._announce(ctx.store.get(job_id), "rejected")
         ready = self.inbox.poll()
         if ready and not ctx.stopping.is_set():  # else they stay, for the next start
-            for folder, job_id in zip(ready, ingest.claim_all(ctx, ready), strict=True):
+            # A claim from another filesystem copies inside this step: it pings the watchdog.
+            job_ids = ingest.claim_all(ctx, ready, heartbeat=self.sd.watchdog)
+            for folder, job_id in zip(ready, job_ids, strict=True):
                 if job_id is not None:
-                    log.info("job %d: %s arrived", job_id, folder.name)
+                    for_job(job_id).info("%s arrived", folder.name)
         if time.monotonic() >= self._next_request_scan:
-            from lorad.followup import scan_requests
-
-            self._next_request_scan = time.monotonic() + REQUEST_SCAN_SECONDS
-            scan_requests(ctx)
+            self._scan_requests()
         self.dispatch()
         self.sd.watchdog()
         self.sd.status(self.status_line())
+
+    def _scan_requests(self) -> None:
+        """Look for resume.toml and pick.toml in the outbox. An error is logged (each new one
+        once, with its traceback) and never stops the loop; the next scan tries again."""
+        from lorad.followup import scan_requests
+
+        ctx = self.ctx
+        assert ctx is not None
+        self._next_request_scan = time.monotonic() + REQUEST_SCAN_SECONDS
+        try:
+            scan_requests(ctx)
+        except Exception as error:
+            if repr(error) != self._request_error:
+                log.exception("could not read the resume and pick requests in %s (%s); lorad "
+                              "tries again every %g s, and says so again only if the error "
+                              "changes", ctx.settings.outbox, error, REQUEST_SCAN_SECONDS)
+            self._request_error = repr(error)
+            return
+        self._request_error = ""
 
     def dispatch(self) -> None:
         ctx = self.ctx
@@ -198,22 +272,37 @@ class Daemon:
                 self._submit(job, "caption", caption.without_blip)
         if not blip or (self.captioner and self.captioner.is_alive()):
             return
-        device = self.settings.caption.device
-        env_extra: dict[str, str] = {}
-        gpu: int | None = None
-        if device == "cpu":
-            env_extra["CUDA_VISIBLE_DEVICES"] = ""
-        elif device in ("auto", "cuda"):
-            gpu = next((g for g, holder in self.slots.items() if holder is None), None)
-            if gpu is None and device == "cuda":
-                return  # wait for a GPU
-            env_extra["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
+        placed = self._caption_placement()
+        if placed is None:
+            return  # its GPU is training: wait for it
+        gpu, env_extra = placed
         if gpu is not None:
             self.slots[gpu] = "caption"
         for job in blip:
             self.busy[job.id] = "caption"
         self.captioner = self._spawn(self._caption_batch, blip, env_extra, gpu,
                                      name="lorad-caption")
+
+    def _caption_placement(self) -> tuple[int | None, dict[str, str]] | None:
+        """Where BLIP runs now, from caption.device: (the GPU slot it takes, or None; its extra
+        environment), or None when the GPU it needs is busy with a training.
+
+        "auto" takes a free GPU slot, else the CPU; "cuda" waits for a free slot; "cuda:N"
+        waits for slot N when N is one of `gpus` (so that no training shares that GPU), and
+        otherwise uses GPU N, which lorad does not train on, without a slot.
+        """
+        device = self.settings.caption.device
+        free = [g for g, holder in self.slots.items() if holder is None]
+        if device == "cpu":
+            return None, {"CUDA_VISIBLE_DEVICES": ""}
+        if device in ("auto", "cuda"):
+            if not free:
+                return (None, {"CUDA_VISIBLE_DEVICES": ""}) if device == "auto" else None
+            return free[0], {"CUDA_VISIBLE_DEVICES": str(free[0])}
+        index = int(device.removeprefix("cuda:"))
+        if index not in self.slots:
+            return None, {}
+        return (index, {}) if index in free else None
 
     def _caption_batch(self, jobs: list[Job], env_extra: dict[str, str], gpu: int | None) -> None:
         ctx = self.ctx
@@ -247,7 +336,9 @@ class Daemon:
         if job.id in self.busy:
             return
         self.busy[job.id] = stage
-        self.cpu.submit(self._stage, job.id, stage, fn)
+        future = self.cpu.submit(self._stage, job.id, stage, fn)
+        self.cpu_work.add(future)
+        future.add_done_callback(self.cpu_work.discard)
 
     def _start(self, job: Job, stage: str, fn: Callable[..., None], *args: Any,
                release: Callable[[], None]) -> None:
@@ -291,7 +382,7 @@ class Daemon:
                 error = caught
             self._conclude(ctx.store.get(job_id), stage, error)
         except Exception:
-            log.exception("job %d: the %s stage could not be recorded", job_id, stage)
+            for_job(job_id).exception("the %s stage could not be recorded", stage)
         finally:
             with self.guard:
                 self.busy.pop(job_id, None)

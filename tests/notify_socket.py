@@ -55,7 +55,10 @@ class NotifySocket:
                      if key in m and (value is None or m[key] == value)), -1)
 
     def close(self) -> None:
-        """Stop listening, keeping what was sent before (the last datagrams may be unread)."""
+        """Stop listening, keeping what was sent before (the last datagrams may be unread).
+        Closing again does nothing."""
+        if self._closed.is_set():
+            return
         self._closed.set()
         self._thread.join(timeout=2)
         self.sock.setblocking(False)
