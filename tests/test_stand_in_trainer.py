@@ -462,17 +462,42 @@ def test_accelerate_refuses_launch_options_it_does_not_know(ws: Workspace) -> No
 # --- fault injection -------------------------------------------------------------------------
 
 
+def exits(ws: Workspace) -> list[dict]:
+    path = Path(f"{ws.control}.exits.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def test_every_invocation_is_recorded_with_argv_cwd_and_environment(ws: Workspace) -> None:
     args = trainer_args(ws, "--bogus")
-    train(args, ws, CUDA_VISIBLE_DEVICES="0", PYTHONUNBUFFERED="1")
+    before = time.time()
+    train(args, ws, CUDA_VISIBLE_DEVICES="0", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    after = time.time()
     [record] = runs(ws)
     assert record["argv"] == args
     assert record["script"] == "train_network.py"
     assert record["cwd"] == str(SD_SCRIPTS)
     assert record["env"]["CUDA_VISIBLE_DEVICES"] == "0"
     assert record["env"]["PYTHONUNBUFFERED"] == "1"
+    assert record["env"]["HF_HUB_OFFLINE"] == "1"
     assert record["env"]["NOTIFY_SOCKET"] is None
     assert isinstance(record["pid"], int)
+    assert before - 0.02 <= record["started"] <= after  # the process's start, to 10 ms
+    [ended] = exits(ws)
+    assert (ended["pid"], ended["status"]) == (record["pid"], 2)  # argparse's error status
+    assert record["started"] <= ended["exited"] <= after
+
+
+def test_an_exit_is_recorded_with_its_status_and_a_kill_is_not(ws: Workspace) -> None:
+    assert train(trainer_args(ws), ws).returncode == 0
+    set_control(ws, {"kind": "crash", "at_step": 2})
+    assert train(trainer_args(ws), ws).returncode == 1
+    set_control(ws, {"kind": "hang", "at_step": 2})
+    process = start(trainer_args(ws), ws)
+    wait_for(lambda: " 1/12 [" in (ws.root / "stderr").read_text())
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=5)
+    assert [e["status"] for e in exits(ws)] == [0, 1]
+    assert [e["pid"] for e in exits(ws)] == [r["pid"] for r in runs(ws)][:2]
 
 
 def test_crash_fault_raises_at_its_step(ws: Workspace) -> None:
@@ -551,6 +576,20 @@ def test_silent_fault_keeps_training_without_a_word(ws: Workspace) -> None:
     assert "saving checkpoint" not in (ws.root / "stdout").read_text()
     os.killpg(process.pid, signal.SIGTERM)
     assert process.wait(timeout=5) == -signal.SIGTERM
+
+
+def test_ignore_sigterm_fault_leaves_only_sigkill_to_stop_it(ws: Workspace) -> None:
+    set_control(ws, {"kind": "ignore_sigterm", "at_step": 2}, step_seconds=0.05)
+    process = start(trainer_args(ws, epochs=50), ws)
+    stderr = ws.root / "stderr"
+    wait_for(lambda: " 3/300 [" in stderr.read_text())
+    os.killpg(process.pid, signal.SIGTERM)
+    wait_for(lambda: "SIGTERM received and ignored" in (ws.root / "stdout").read_text())
+    time.sleep(0.3)
+    assert process.poll() is None  # still training
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=5) == -signal.SIGKILL
+    assert exits(ws) == []
 
 
 def test_step_seconds_make_a_run_take_real_time(ws: Workspace) -> None:

@@ -3,27 +3,31 @@
     {"step_seconds": 0.0, "epoch_seconds": 0.0,
      "faults": [{"kind": "crash", "at_step": 1, "times": 1, "unless": {"max_batch_size": 1}}]}
 
-Kinds: crash, hang, oom and silent happen at global step `at_step` (default 1, counted as the
-progress bar counts); nomodel and corrupt concern the saved model files. A fault fires in at most
-`times` runs (omitted: every run), counted in `<control>.count.json` across runs; it does not fire
-when every condition listed in `unless` holds. Every invocation appends a line to
-`<control>.runs.jsonl` (also when the control file itself does not exist).
+Kinds: crash, hang, oom, silent and ignore_sigterm happen at global step `at_step` (default 1,
+counted as the progress bar counts); nomodel and corrupt concern the saved model files. A fault
+fires in at most `times` runs (omitted: every run), counted in `<control>.count.json` across runs;
+it does not fire when every condition listed in `unless` holds. Every invocation appends a line to
+`<control>.runs.jsonl` (also when the control file itself does not exist), and every invocation
+that ends on its own (not killed by a signal) a line to `<control>.exits.jsonl`.
 """
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 ENV_VAR = "FAKE_SD_SCRIPTS"
-KINDS = ("crash", "hang", "oom", "nomodel", "corrupt", "silent")
-STEP_KINDS = ("crash", "hang", "oom", "silent")
+KINDS = ("crash", "hang", "oom", "nomodel", "corrupt", "silent", "ignore_sigterm")
+STEP_KINDS = ("crash", "hang", "oom", "silent", "ignore_sigterm")
 CONTROL_KEYS = {"step_seconds", "epoch_seconds", "faults"}
 FAULT_KEYS = {"kind", "at_step", "times", "unless"}
 RECORDED_ENV = (
     "CUDA_VISIBLE_DEVICES", "NOTIFY_SOCKET", "PYTHONUNBUFFERED", "ACCELERATE_MIXED_PRECISION",
-    "OMP_NUM_THREADS",
+    "OMP_NUM_THREADS", "HF_HUB_OFFLINE",
 )
 
 
@@ -33,6 +37,18 @@ UNLESS_CONDITIONS = {
     "cache_latents_to_disk": lambda args, want: bool(args.cache_latents_to_disk) == want,
     "mixed_precision": lambda args, want: args.mixed_precision == want,
 }
+
+
+def process_started() -> float:
+    """When this process began (its exec, before Python started), in time.time()'s seconds:
+    /proc/self/stat gives it in clock ticks since boot (10 ms steps). Now, where that is unknown."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
+    return time.time() - (since_boot - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 @dataclass
@@ -84,23 +100,41 @@ class Control:
         return cls(os.environ.get(ENV_VAR) or None)
 
     def record_run(self, script: str, argv: list[str]) -> None:
-        if not self.path:
-            return
-        line = {
+        self._append("runs", {
             "argv": argv,
             "script": script,
             "cwd": os.getcwd(),
             "env": {name: os.environ.get(name) for name in RECORDED_ENV},
             "pid": os.getpid(),
-        }
-        with open(f"{self.path}.runs.jsonl", "a", encoding="utf-8") as f:
+            "started": process_started(),
+        })
+
+    @contextlib.contextmanager
+    def recording_exit(self) -> Iterator[None]:
+        """Append {"pid", "exited", "status"} to <control>.exits.jsonl when the block ends, however
+        it ends, except by a signal that kills the process (nothing of it runs then)."""
+        status = 1
+        try:
+            yield
+            status = 0
+        except SystemExit as done:
+            status = done.code if isinstance(done.code, int) else int(done.code is not None)
+            raise
+        finally:
+            self._append("exits", {"pid": os.getpid(), "exited": time.time(), "status": status})
+
+    def _append(self, record: str, line: dict[str, object]) -> None:
+        if not self.path:
+            return
+        with open(f"{self.path}.{record}.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
 
     def seconds_per_step(self, steps_per_epoch: int) -> float:
         return self.step_seconds + self.epoch_seconds / max(steps_per_epoch, 1)
 
     def step_fault(self, args: argparse.Namespace, step: int) -> Fault | None:
-        """The crash, hang, oom or silent fault that fires at this global step, if any."""
+        """The crash, hang, oom, silent or ignore_sigterm fault that fires at this global step,
+        if any."""
         for fault in self.faults:
             if fault.kind in STEP_KINDS and fault.at_step == step and self._fire(fault, args):
                 return fault

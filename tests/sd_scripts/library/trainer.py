@@ -11,6 +11,7 @@ import ast
 import math
 import os
 import random
+import signal
 import sys
 import time
 from collections import deque
@@ -37,10 +38,16 @@ OPTIMIZERS = {
 def main(sdxl: bool) -> None:
     control = faults.Control.from_env()
     control.record_run(os.path.basename(sys.argv[0]), sys.argv[1:])
-    console = Console()
-    parser = build_parser(sdxl)
-    args = apply_config_file(parser.parse_args(), parser, console)
-    Trainer(args, sdxl, console, control).train()
+    with control.recording_exit():
+        console = Console()
+        parser = build_parser(sdxl)
+        args = apply_config_file(parser.parse_args(), parser, console)
+        Trainer(args, sdxl, console, control).train()
+
+
+def _ignore_sigterm(signum: int, frame: object) -> None:
+    # stdout: on stderr the line would run into the progress bar's redraws
+    print("stand-in trainer: SIGTERM received and ignored", flush=True)
 
 
 def optimizer_description(args: argparse.Namespace) -> str:
@@ -264,6 +271,9 @@ class Trainer:
             raise cuda_out_of_memory()
         if fault.kind == "silent":
             self.console.muted = True
+            return
+        if fault.kind == "ignore_sigterm":
+            signal.signal(signal.SIGTERM, _ignore_sigterm)
             return
         while True:  # "hang": alive, silent, until someone kills the process
             time.sleep(3600)
