@@ -167,3 +167,27 @@ def test_a_hanging_endpoint_does_not_delay_the_next_job(tmp_path, config):
     assert [j["state"] for j in jobs] == ["done", "done"]
     assert took < 20  # neither job waited for the 20 s endpoint
     assert "hunter2" not in shown and "hunter2" not in daemon.output()
+
+
+def test_failed_and_rejected_messages_say_what_went_wrong(tmp_path, config, hook, fake_trainer):
+    fake_trainer(faults=[{"kind": "oom"}])  # out of memory whatever lorad tries
+    cfg = config(caption={"enabled": False}, notify={"urls": [hook.url]})
+    daemon = DaemonProcess(cfg, tmp_path / "daemon.log").start()
+    try:
+        for name, lora in (("oomy", "epochs = 1\n"), ("badly", "epochs = 0\n")):
+            make_photos(tmp_path / "src" / name, 4, size=(320, 320), seed=len(name))
+            (tmp_path / "src" / name / "lora.toml").write_text(lora)
+            shutil.copytree(tmp_path / "src" / name, tmp_path / "inbox" / name)
+        jobs = daemon.wait_for(all_final(2), timeout=60)
+        received = hook.wait_for(2)
+    finally:
+        daemon.stop()
+    assert sorted(j["state"] for j in jobs) == ["failed", "rejected"]
+    bodies = {note["title"]: note["message"] for note in received}
+    failed = bodies["lorad: oomy failed"]
+    assert "Tried for memory: cache latents to disk, gradient checkpointing, batch size 2 → 1." \
+        in failed
+    tail = failed.split("Last lines of train.log:\n", 1)[1]
+    assert "torch.OutOfMemoryError: CUDA out of memory." in tail
+    refused = bodies["lorad: badly refused"]
+    assert "badly/lora.toml: epochs: Input should be greater than or equal to 1" in refused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 
@@ -37,6 +38,19 @@ def test_both_presets_give_commands_the_trainer_accepts(config, fake_trainer, mo
     assert runs[0]["env"]["ACCELERATE_MIXED_PRECISION"] == arg(argv, "--mixed_precision")
     assert runs[0]["env"]["CUDA_VISIBLE_DEVICES"] == "0"
     assert runs[0]["env"]["PYTHONUNBUFFERED"] == "1"
+
+
+def test_the_tokenizer_cache_and_the_extra_environment_reach_the_trainer(config, fake_trainer,
+                                                                         tmp_path):
+    cache = tmp_path / "tokenizers"
+    cache.mkdir()
+    ctx = context(config(kohya={"tokenizer_cache_dir": str(cache),
+                                "env": {"HF_HUB_OFFLINE": "1"}}))
+    job_id = prepared_job(ctx, subject={"epochs": 1})
+    train.run(ctx, ctx.store.get(job_id), 0)
+    [run] = trainer_runs(fake_trainer())
+    assert arg(run["argv"], "--tokenizer_cache_dir") == str(cache)
+    assert run["env"]["HF_HUB_OFFLINE"] == "1"
 
 
 def test_subject_overrides_reach_the_command(config, fake_trainer):
@@ -262,6 +276,36 @@ def test_cancel_stops_the_run_and_keeps_finished_epochs(config, fake_trainer):
     assert isinstance(outcome[0], Cancelled)
     assert epochs_in(ctx, job_id)  # the finished epochs stay
     assert ctx.store.children() == []  # the trainer's process group is gone
+
+
+def test_a_trainer_that_ignores_sigterm_is_killed_after_the_grace_time(config, fake_trainer):
+    fake_trainer(epoch_seconds=0.5, faults=[{"kind": "ignore_sigterm", "at_step": 1}])
+    grace = 1.5
+    ctx = context(config(kohya={"stop_grace_seconds": grace}))
+    job_id = prepared_job(ctx, subject={"epochs": 20})
+    outcome: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            train.run(ctx, ctx.store.get(job_id), 0)
+        except BaseException as error:  # noqa: BLE001 (the test inspects it)
+            outcome.append(error)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not ctx.store.get(job_id).progress_text.startswith("epoch"):
+        assert time.monotonic() < deadline and worker.is_alive(), "training never started"
+        time.sleep(0.1)
+    ctx.store.update(job_id, cancel_requested=1)
+    asked = time.monotonic()
+    worker.join(30)
+    assert not worker.is_alive() and isinstance(outcome[0], Cancelled)
+    assert time.monotonic() - asked >= grace  # SIGTERM did not stop it...
+    job = ctx.store.get(job_id)
+    assert "SIGTERM received and ignored" in ctx.paths(job).train_log.read_text()
+    assert job.train["runs"][-1]["exit"] == -signal.SIGKILL  # ...SIGKILL did
+    assert ctx.store.children() == []
 
 
 def test_progress_is_recorded_while_training(config, fake_trainer):
