@@ -97,27 +97,15 @@ def run(env: Env, log_level: str | None) -> None:
     """Run the daemon in the foreground (logs go to stderr)."""
     from lorad import logs
     from lorad.daemon import Daemon
+    from lorad.errors import CannotStart
     from lorad.pidlock import AlreadyRunning
 
     settings = env.settings
     logs.setup(log_level or settings.log_level)
     try:
         sys.exit(Daemon(settings, env.config).run())
-    except AlreadyRunning as error:
+    except (AlreadyRunning, CannotStart) as error:
         fail(str(error))
-    except OSError as error:
-        logs.log.debug("lorad run stopped by an OS error", exc_info=True)
-        fail(describe_os_error(error))
-
-
-def describe_os_error(error: OSError) -> str:
-    """One line for a folder or file lorad cannot use: the path, the reason, what to do."""
-    reason = error.strerror or str(error)
-    if error.filename is None:
-        return f"lorad cannot go on: {reason}"
-    return (f"cannot use {error.filename}: {reason}; create it (and its parent folders) or fix "
-            "their owner and permissions so that the user running lorad may write there, or "
-            "point inbox, outbox, state_dir and failed elsewhere in the configuration")
 
 
 # ---- looking at jobs --------------------------------------------------------------------

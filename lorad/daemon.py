@@ -21,7 +21,7 @@ from typing import Any
 
 from lorad import children, messages, notify
 from lorad.context import Context
-from lorad.errors import Cancelled, Rejected, StageFailed
+from lorad.errors import Cancelled, CannotStart, Rejected, StageFailed
 from lorad.fsutil import DiskFull, remove_stale_temps
 from lorad.logs import for_job, log
 from lorad.pidlock import PidLock
@@ -85,9 +85,13 @@ class Daemon:
     # ---- start and stop ------------------------------------------------------------------
     def start(self) -> None:
         settings = self.settings
-        self.lock.acquire()
-        for folder in (settings.inbox, settings.outbox, settings.failed_dir, settings.work_dir):
-            Path(folder).mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock.acquire()
+            for folder in (settings.inbox, settings.outbox, settings.failed_dir,
+                           settings.work_dir):
+                Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CannotStart.from_os_error(error) from error
         for folder in (settings.outbox, settings.failed_dir, settings.work_dir,
                        *settings.deliver.copy_to):
             for path in remove_stale_temps(Path(folder)):

@@ -1,4 +1,7 @@
-"""How a stage ends when it does not succeed. Each message is one sentence a person can act on."""
+"""How a stage (or the daemon's start) ends when it does not succeed. Each message is one
+sentence a person can act on."""
+
+from __future__ import annotations
 
 
 class Rejected(Exception):
@@ -11,3 +14,17 @@ class StageFailed(Exception):
 
 class Cancelled(Exception):
     """The job was cancelled (lorad cancel JOB) or the daemon is stopping."""
+
+
+class CannotStart(Exception):
+    """The daemon cannot use one of its folders (missing, not writable, not a folder)."""
+
+    @classmethod
+    def from_os_error(cls, error: OSError) -> CannotStart:
+        reason = error.strerror or str(error)
+        if error.filename is None:
+            return cls(f"lorad cannot start: {reason}")
+        return cls(f"cannot use {error.filename}: {reason}; create it (and its parent folders) "
+                   "or fix their owner and permissions so that the user running lorad may write "
+                   "there, or point inbox, outbox, state_dir and failed elsewhere in the "
+                   "configuration")
