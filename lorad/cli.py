@@ -45,10 +45,14 @@ class Env:
 
     def job(self, ref: str) -> tuple[Store, Job]:
         store = self.store()
+        return store, self.find(store, ref)
+
+    @staticmethod
+    def find(store: Store, ref: str) -> Job:
         try:
-            return store, store.find(ref)
+            return store.find(ref)
         except JobNotFound as error:
-            fail(str(error))
+            return fail(str(error))
 
 
 def fail(message: str, code: int = 1) -> Any:
@@ -176,9 +180,11 @@ def status(env: Env, as_json: bool, watch: bool) -> None:
 @pass_env
 def show(env: Env, job: str, as_json: bool) -> None:
     """One job in full: settings, training, events, notifications."""
-    store, found = env.job(job)
-    events = store.events(found.id)
-    notes = store.notifications(found.id)  # targets are kept as Apprise privacy URLs only
+    store = env.store()
+    with store.snapshot():
+        found = env.find(store, job)
+        events = store.events(found.id)
+        notes = store.notifications(found.id)  # targets are kept as Apprise privacy URLs only
     if as_json:
         data = {**found.as_dict(), "events": [e.__dict__ for e in events],
                 "notifications": notes}

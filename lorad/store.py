@@ -187,6 +187,17 @@ class Store:
             raise
         conn.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see the database as of one moment (a WAL read transaction): a job, its
+        events and its notifications always agree, whatever the daemon commits meanwhile."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
+
     # ---- reading -------------------------------------------------------------------------
     def get(self, job_id: int) -> Job:
         row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
