@@ -50,7 +50,7 @@ def test_a_daemon_killed_during_training_resumes_from_the_last_state(tmp_path, c
     out = tmp_path / "outbox" / "bob"
     assert sorted(p.name for p in out.glob("bob-*.safetensors")) == [
         f"bob-{n:06d}.safetensors" for n in range(1, 6)]
-    assert "stopping the train process group" in daemon.output()
+    assert f"job {jobs[0]['id']}: stopping its train process group" in daemon.output()
 
 
 def test_two_gpus_train_two_jobs_at_once(tmp_path, config, fake_trainer):
