@@ -24,7 +24,7 @@ ENV_VAR = "FAKE_SD_SCRIPTS"
 KINDS = ("crash", "hang", "oom", "nomodel", "corrupt", "silent", "ignore_sigterm")
 STEP_KINDS = ("crash", "hang", "oom", "silent", "ignore_sigterm")
 CONTROL_KEYS = {"step_seconds", "epoch_seconds", "faults"}
-FAULT_KEYS = {"kind", "at_step", "times", "unless"}
+FAULT_KEYS = {"kind", "at_step", "times", "unless", "output_name"}
 RECORDED_ENV = (
     "CUDA_VISIBLE_DEVICES", "NOTIFY_SOCKET", "PYTHONUNBUFFERED", "ACCELERATE_MIXED_PRECISION",
     "OMP_NUM_THREADS", "HF_HUB_OFFLINE",
@@ -58,8 +58,11 @@ class Fault:
     at_step: int = 1
     times: int | None = None
     unless: dict[str, object] = field(default_factory=dict)
+    output_name: str | None = None
 
     def spared(self, args: argparse.Namespace) -> bool:
+        if self.output_name is not None and args.output_name != self.output_name:
+            return True
         return bool(self.unless) and all(
             UNLESS_CONDITIONS[key](args, want) for key, want in self.unless.items()
         )
@@ -77,7 +80,8 @@ def _parse_fault(index: int, raw: dict[str, object]) -> Fault:
     _check_keys(f"{where}.unless", raw.get("unless", {}), set(UNLESS_CONDITIONS))
     if raw.get("kind") not in KINDS:
         raise ValueError(f"{ENV_VAR} control file, {where}: kind must be one of {KINDS}")
-    return Fault(index, raw["kind"], raw.get("at_step", 1), raw.get("times"), raw.get("unless", {}))
+    return Fault(index, raw["kind"], raw.get("at_step", 1), raw.get("times"), raw.get("unless", {}),
+                 raw.get("output_name"))
 
 
 class Control:
