@@ -92,11 +92,13 @@ def process_image(
     """
     verdict = ImageVerdict(accepted=False)
     try:
-        with _pixel_limit(settings.max_pixels):
+        with _pixel_limit(settings.max_pixels) as caught:
             image = _load(Path(src), settings, verdict)
     except Refused as error:
         verdict.reason = str(error)
         return verdict
+    verdict.warnings += [f"gave a warning while decoding ({_one_line(w.message)}); check that it "
+                         "looks right in dataset.png" for w in caught]
     _save_png(image, Path(out))
     if thumb is not None:
         _save_png(_thumbnail(image), Path(thumb))
@@ -107,13 +109,16 @@ def process_image(
 
 
 @contextmanager
-def _pixel_limit(max_pixels: int) -> Iterator[None]:
+def _pixel_limit(max_pixels: int) -> Iterator[list[warnings.WarningMessage]]:
+    """Decoding under the pixel limit (a bomb warning becomes an error); yields the other warnings
+    the image library gave (damaged metadata, say), to be told in the file's verdict."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+            yield caught
     finally:
         Image.MAX_IMAGE_PIXELS = previous
 
@@ -171,11 +176,15 @@ def _bomb(max_pixels: int) -> str:
     )
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 def _undecodable(error: BaseException) -> str:
     return (
-        f"could not be decoded ({type(error).__name__}: {error}): the file is damaged, truncated "
-        "or an unusual variant of its format; copy it again from the original or re-save it as "
-        "JPEG or PNG"
+        f"could not be decoded ({type(error).__name__}: {_one_line(error)}): the file is damaged, "
+        "truncated or an unusual variant of its format; copy it again from the original or "
+        "re-save it as JPEG or PNG"
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
-from badimages import FRONT_LENS, SIZE, scene, write_corpus
+from badimages import FRONT_LENS, SIZE, jpeg_bytes, scene, write_corpus
 from PIL import Image, ImageFilter
 
 from lorad.images import fit_within, laplacian_variance, process_image
@@ -57,7 +58,20 @@ def test_every_regular_file_gets_the_expected_verdict(corpus, outputs):
                     wrong.append(f"{name!r}: wrote {image.mode} {image.size}")
         elif out.exists():
             wrong.append(f"{name!r}: refused but wrote an output")
+        if any("\n" in text for text in [verdict.reason or "", *verdict.warnings]):
+            wrong.append(f"{name!r}: a message of more than one line: {verdict.reason!r}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_damaged_metadata_is_used_with_a_warning_that_says_what_was_wrong(tmp_path):
+    # One EXIF entry (the camera's make) whose data lies past the end of the EXIF block.
+    entry = struct.pack("<HHII", 0x010F, 2, 100, 5000)
+    ifd = b"II*\x00" + struct.pack("<IH", 8, 1) + entry + struct.pack("<I", 0)
+    src = tmp_path / "damaged_exif.jpg"
+    src.write_bytes(jpeg_bytes(scene(seed=50), exif=b"Exif\x00\x00" + ifd))
+    verdict = process_image(src, tmp_path / "out.png", SETTINGS)
+    assert verdict.accepted
+    assert [w for w in verdict.warnings if "while decoding (Tag data larger than file" in w]
 
 
 @pytest.mark.parametrize("name", ["grey16.png", "rgb16.png", "int32.tif", "float.tif"])
