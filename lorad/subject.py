@@ -6,6 +6,7 @@ command line except through these fields: no free-form argument strings, no path
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 import unicodedata
@@ -18,6 +19,8 @@ from lorad.kohya.presets import load_preset
 from lorad.settings import Settings
 
 SUBJECT_FILE = "lora.toml"
+MISNAMED_SUBJECT_FILES = ("lora.toml", "lora.toml.txt")
+MAX_SUBJECT_FILE = 64 * 1024
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_]{3,40}$")
 TOKEN_RULE = "3 to 40 characters, only letters A-Z/a-z, digits and underscores"
 # Settings recorded without epochs (by a lorad that did not fill them in) train the guide's 6, as
@@ -241,15 +244,23 @@ def read_subject_file(folder: Path, shown: Path | None = None) -> SubjectSetting
     Messages name the file as `shown` (by default its path)."""
     path = folder / SUBJECT_FILE
     shown = shown or path
+    _check_misnamed(folder, shown)
     data: dict[str, Any] = {}
     if path.is_symlink():
         raise SubjectError(f"{shown}: is a symbolic link; put the settings file itself there")
+    if path.exists() and not path.is_file():
+        raise SubjectError(f"{shown}: is not a plain file (a folder or a device); put the "
+                           "settings file itself there")
     if path.is_file():
         try:
             raw = path.read_bytes()
-            if len(raw) > 64 * 1024:
-                raise SubjectError(f"{shown}: {len(raw)} bytes is too large for a settings file")
+            if len(raw) > MAX_SUBJECT_FILE:
+                raise SubjectError(f"{shown}: {len(raw)} bytes is too large for a settings file "
+                                   f"(at most {MAX_SUBJECT_FILE // 1024} KB)")
             data = tomllib.loads(raw.decode("utf-8"))
+        except OSError as error:
+            raise SubjectError(f"{shown}: cannot be read ({error.strerror}); make it readable "
+                               "by the user running lorad") from None
         except UnicodeDecodeError:
             raise SubjectError(f"{shown}: not UTF-8 text; save it as UTF-8") from None
         except tomllib.TOMLDecodeError as error:
@@ -258,6 +269,19 @@ def read_subject_file(folder: Path, shown: Path | None = None) -> SubjectSetting
         return SubjectSettings.model_validate(data)
     except ValidationError as error:
         raise SubjectError(_describe(error, shown)) from None
+
+
+def _check_misnamed(folder: Path, shown: Path) -> None:
+    """A settings file under a near name (Lora.toml, lora.toml.txt from an editor that hides
+    extensions) would be silently ignored: refuse it instead, saying the name it needs."""
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return
+    near = [n for n in names if n != SUBJECT_FILE and n.lower() in MISNAMED_SUBJECT_FILES]
+    if near:
+        raise SubjectError(f"{shown.parent / near[0]}: lorad reads its settings only from a file "
+                           f"named exactly {SUBJECT_FILE}; rename it")
 
 
 def fill_token(subject: SubjectSettings, folder_name: str, path: Path) -> None:

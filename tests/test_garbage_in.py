@@ -94,10 +94,20 @@ def test_every_bad_lora_toml_is_refused_naming_the_file_and_the_problem(tmp_path
         make_photos(folder, 3, size=(300, 300), seed=5)
         (folder / "lora.toml").write_bytes(data)
         expected[folder.name] = reason
-    link = dropped / "bad symlinked"
-    make_photos(link, 3, size=(300, 300), seed=5)
-    (link / "lora.toml").symlink_to("/etc/passwd")
-    expected[link.name] = "is a symbolic link"
+    odd = {"symlinked": ("lora.toml", "is a symbolic link"),
+           "a folder": ("lora.toml", "is not a plain file"),
+           "capitalised": ("Lora.toml", "named exactly lora.toml; rename it"),
+           "hidden extension": ("lora.toml.txt", "named exactly lora.toml; rename it")}
+    for kind, (name, reason) in odd.items():
+        folder = dropped / f"bad {kind}"
+        make_photos(folder, 3, size=(300, 300), seed=5)
+        if kind == "symlinked":
+            (folder / name).symlink_to("/etc/passwd")
+        elif kind == "a folder":
+            (folder / name).mkdir()
+        else:
+            (folder / name).write_text("epochs = 2\n")
+        expected[folder.name] = reason
     (tmp_path / "inbox").mkdir()
     for folder in dropped.iterdir():
         os.rename(folder, tmp_path / "inbox" / folder.name)
@@ -116,6 +126,6 @@ def test_every_bad_lora_toml_is_refused_naming_the_file_and_the_problem(tmp_path
     for name, reason in expected.items():
         note = (tmp_path / "state" / "failed" / name / "error.txt").read_text()
         shown = lorad(cfg, "show", next(str(j["id"]) for j in jobs if j["name"] == name)).stdout
-        if f"{name}/lora.toml" not in note or reason not in note or reason not in shown:
-            wrong.append(f"{name}: expected {reason!r} naming {name}/lora.toml; got:\n{note}")
+        if f"{name}/" not in note or reason not in note or reason not in shown:
+            wrong.append(f"{name}: expected {reason!r} naming the file in {name}; got:\n{note}")
     assert not wrong, "\n".join(wrong)
