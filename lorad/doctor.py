@@ -326,29 +326,33 @@ def kohya(settings: Settings) -> Iterator[Check]:
 
 
 def presets(settings: Settings) -> Iterator[Check]:
-    for name, path in preset_files(settings):
-        yield gui_preset(name, path)
+    for name, path, families in preset_files(settings):
+        yield gui_preset(name, path, families)
 
 
-def gui_preset(name: str, path: Path) -> Check:
-    """A kohya_ss GUI preset read as a training would read it."""
+def gui_preset(name: str, path: Path, families: list[str]) -> Check:
+    """A kohya_ss GUI preset read as the trainings of each model family it applies to read it."""
     try:
         preset = load_gui_preset(path)
+        for family in families:
+            load_gui_preset(path, family)
     except GuiPresetError as error:
-        return Check(FAIL, name, f"{error}; every training would fail on it: fix the file or "
-                                 f"remove {name}")
+        return Check(FAIL, name, f"{error}; every training it applies to would fail on it: fix "
+                                 f"the file or remove {name}")
     used = f"{path} is used: {len(preset.args)} Kohya arguments"
     if not preset.notes:
         return Check(OK, name, f"{used}, no key ignored")
     return Check(OK, name, f"{used}; {len(preset.notes)} ignored: {'; '.join(preset.notes)}")
 
 
-def preset_files(settings: Settings) -> Iterator[tuple[str, Path]]:
+def preset_files(settings: Settings) -> Iterator[tuple[str, Path, list[str]]]:
+    """Each configured GUI preset, with the model families whose trainings use it."""
     if settings.kohya.preset:
-        yield "kohya.preset", settings.kohya.preset
+        families = sorted({model.family for model in settings.models.values()})
+        yield "kohya.preset", settings.kohya.preset, families
     for name, model in settings.models.items():
         if model.preset:
-            yield f"models.{name}.preset", model.preset
+            yield f"models.{name}.preset", model.preset, [model.family]
 
 
 def starts(settings: Settings, argv: list[str], timeout: float) -> tuple[bool, str]:

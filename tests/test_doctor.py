@@ -305,11 +305,18 @@ def test_the_disk_space_line_compares_free_space_with_what_a_training_needs(
 
 # ---- kohya_ss GUI presets -------------------------------------------------------------------
 def test_a_usable_gui_preset_is_ok_and_lists_what_it_ignores(config):
-    settings = load_settings(config(kohya={"preset": str(GUI_SD15)}))
+    settings = load_settings(config(models={"sd15": {"preset": str(GUI_SD15)}}))
     [check] = doctor.presets(settings)
-    assert (check.status, check.name) == ("OK", "kohya.preset")
+    assert (check.status, check.name) == ("OK", "models.sd15.preset")
     assert f"{GUI_SD15} is used:" in check.message
     assert "ignored key 'caption_extension': lorad sets this itself" in check.message
+
+
+def test_a_daemon_wide_gui_preset_fails_when_a_model_of_the_other_family_would_use_it(config):
+    settings = load_settings(config(kohya={"preset": str(GUI_SD15)}))  # sd15 and sdxl models
+    [check] = doctor.presets(settings)
+    assert (check.status, check.name) == ("FAIL", "kohya.preset")
+    assert "sdxl" in check.message and "fix the file or remove kohya.preset" in check.message
 
 
 def test_a_gui_preset_that_cannot_be_used_fails_with_its_reason(tmp_path, config):
