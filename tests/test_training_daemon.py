@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+import zlib
 from pathlib import Path
 
 from tests.daemon_process import DaemonProcess, all_final, lorad
@@ -16,7 +17,7 @@ NO_BLIP = {"caption": {"enabled": False}}
 
 def drop(tmp_path: Path, name: str, count: int = 4, lora: str = "") -> None:
     source = tmp_path / "dropped" / name
-    make_photos(source, count, size=(320, 320), seed=hash(name) % 1000)
+    make_photos(source, count, size=(320, 320), seed=zlib.crc32(name.encode()) % 1000)
     if lora:
         (source / "lora.toml").write_text(lora)
     shutil.copytree(source, tmp_path / "inbox" / name)
