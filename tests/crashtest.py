@@ -88,7 +88,7 @@ class Rig:
         self.hook = Hook()
         self.hook.delay = 0.8  # a slow service: a notification stays in flight a while
         self.control = root / "trainer.json"
-        self.control.write_text(json.dumps({"epoch_seconds": 0.7}))
+        self.control.write_text(json.dumps({"epoch_seconds": 0.5}))
         for index, name in enumerate(self.names):
             make_photos(self.pristine / name, 4, size=(320, 320), seed=500 + index)
             (self.pristine / name / "lora.toml").write_text(f"epochs = {EPOCHS}\n")
@@ -97,7 +97,7 @@ class Rig:
         self.config = root / "lorad.toml"
         self.config.write_text(dump_toml({
             "inbox": str(self.inbox), "outbox": str(self.outbox), "state_dir": str(self.state),
-            "default_model": "sd15",
+            "default_model": "sd15", "gpus": [0, 1],
             "watch": {"settle_seconds": SETTLE, "rescan_seconds": 2.0},
             "prepare": {"min_images": 3, "few_images": 3},
             "caption": {"model": str(blip), "device": "cpu", "num_beams": 2, "min_length": 3,
