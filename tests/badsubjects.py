@@ -33,4 +33,5 @@ BAD_LORA_TOML: dict[str, tuple[bytes, str]] = {
     "epochs_set_twice": (b"epochs = 3\n[train]\nepochs = 4\n", "epochs is set twice"),
     "not_utf8": ("token = \"café\"\n".encode("latin-1"), "not UTF-8"),
     "too_large": (b"# " + b"x" * 70_000 + b"\n", "too large"),
+    "tag_with_a_space": (b'notify_tags = ["a b"]\n', "notify_tags"),
 }

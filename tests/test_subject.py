@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from badsubjects import BAD_LORA_TOML
 
 from lorad.settings import load_settings
 from lorad.subject import SubjectError, load_subject, token_from_name
@@ -44,31 +45,16 @@ def test_a_folder_name_without_a_usable_token_asks_for_one(tmp_path, settings):
         load_subject(subject(tmp_path, None, name="日本"), settings)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('token = "../../etc"', "token: '../../etc' is not a usable token"),
-    ('token = "a; rm -rf /"', "is not a usable token"),
-    ('token = "' + "x" * 10_000 + '"', "is not a usable token"),
-    ('model = "/models/x.safetensors"', "looks like a path"),
-    ('model = "flux"', "model 'flux' is not a base model of this daemon (known: sd15, sdxl)"),
-    ('epochs = "6"', "epochs: Input should be a valid integer"),
-    ('epochs = 0', "epochs: Input should be greater than or equal to 1"),
-    ('repeats = -3', "repeats"),
-    ('colour = "red"', "unknown key 'colour' in the top level"),
-    ('[train]\nnetwork_dim = 99999', "train.network_dim"),
-    ('[train]\noptimizer_type = "Adam9000"', "train.optimizer_type"),
-    ('[train]\nadditional_parameters = "--foo"', "unknown key 'train.additional_parameters'"),
-    ('[train]\noutput_dir = "/tmp"', "unknown key 'train.output_dir'"),
-    ('sample_prompts = ["photo of x --w 99999"]', "has a '--' option"),
-    ('epochs = 3\n[train]\nepochs = 4', "epochs is set twice"),
-    ('token = ', "not valid TOML"),
-    ('notify_tags = ["a b"]', "notify_tags"),
-])
-def test_a_bad_lora_toml_is_refused_naming_the_key(tmp_path, settings, text, expected):
+@pytest.mark.parametrize("kind", sorted(BAD_LORA_TOML))
+def test_a_bad_lora_toml_is_refused_naming_the_file_and_the_key(tmp_path, settings, kind):
+    data, expected = BAD_LORA_TOML[kind]
+    folder = subject(tmp_path, None)
+    (folder / "lora.toml").write_bytes(data)
     with pytest.raises(SubjectError) as error:
-        load_subject(subject(tmp_path, text), settings)
+        load_subject(folder, settings)
     message = str(error.value)
     assert expected in message
-    assert "lora.toml" in message or "default_model" in message
+    assert "lora.toml" in message
 
 
 def test_train_overrides_are_typed_and_kept(tmp_path, settings):
@@ -76,3 +62,14 @@ def test_train_overrides_are_typed_and_kept(tmp_path, settings):
                                             'epochs = 8\n'), settings)
     assert loaded.train.set_values() == {"network_alpha": 16.0, "flip_aug": True}
     assert loaded.total_epochs == 8
+
+
+@pytest.mark.parametrize(("lora_toml", "epochs"), [
+    ('model = "sd15"\n', 6),
+    ('model = "sdxl"\n', 16),
+    ('model = "sdxl"\nepochs = 4\n', 4),
+    ('model = "sdxl"\n[train]\nepochs = 5\n', 5),
+])
+def test_epochs_default_to_the_model_familys_preset(tmp_path, settings, lora_toml, epochs):
+    loaded = load_subject(subject(tmp_path, lora_toml), settings)
+    assert loaded.epochs == loaded.total_epochs == epochs

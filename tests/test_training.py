@@ -252,10 +252,8 @@ def test_no_data_found_is_not_retried(config, fake_trainer):
     assert len(trainer_runs(fake_trainer())) == 1
 
 
-def test_cancel_stops_the_run_and_keeps_finished_epochs(config, fake_trainer):
-    fake_trainer(epoch_seconds=0.6)
-    ctx = context(config(kohya={"stop_grace_seconds": 2}))
-    job_id = prepared_job(ctx, subject={"epochs": 20})
+def train_in_background(ctx, job_id: int) -> tuple[threading.Thread, list[BaseException]]:
+    """train.run in a thread; the list receives what it raised."""
     outcome: list[BaseException] = []
 
     def work() -> None:
@@ -266,6 +264,14 @@ def test_cancel_stops_the_run_and_keeps_finished_epochs(config, fake_trainer):
 
     worker = threading.Thread(target=work)
     worker.start()
+    return worker, outcome
+
+
+def test_cancel_stops_the_run_and_keeps_finished_epochs(config, fake_trainer):
+    fake_trainer(epoch_seconds=0.6)
+    ctx = context(config(kohya={"stop_grace_seconds": 2}))
+    job_id = prepared_job(ctx, subject={"epochs": 20})
+    worker, outcome = train_in_background(ctx, job_id)
     deadline = time.monotonic() + 30
     while not epochs_in(ctx, job_id) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -283,16 +289,7 @@ def test_a_trainer_that_ignores_sigterm_is_killed_after_the_grace_time(config, f
     grace = 1.5
     ctx = context(config(kohya={"stop_grace_seconds": grace}))
     job_id = prepared_job(ctx, subject={"epochs": 20})
-    outcome: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            train.run(ctx, ctx.store.get(job_id), 0)
-        except BaseException as error:  # noqa: BLE001 (the test inspects it)
-            outcome.append(error)
-
-    worker = threading.Thread(target=work)
-    worker.start()
+    worker, outcome = train_in_background(ctx, job_id)
     deadline = time.monotonic() + 30
     while not ctx.store.get(job_id).progress_text.startswith("epoch"):
         assert time.monotonic() < deadline and worker.is_alive(), "training never started"
