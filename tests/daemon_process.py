@@ -58,8 +58,13 @@ class DaemonProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    poll_seconds = 0.3
+
+    def jobs(self) -> list[dict]:
+        return status(self.config)
+
     def wait_for(self, predicate: Any, timeout: float = 120, what: str = "") -> list[dict]:
-        """Poll `lorad status --json` until predicate(jobs) holds."""
+        """Look at the jobs (`lorad status --json`) until predicate(jobs) holds."""
         deadline = time.monotonic() + timeout
         jobs: list[dict] = []
         while time.monotonic() < deadline:
@@ -67,10 +72,10 @@ class DaemonProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"lorad run exited ({self.proc.returncode}):\n"
                                      + self.output()[-4000:])
-            jobs = status(self.config)
+            jobs = self.jobs()
             if predicate(jobs):
                 return jobs
-            time.sleep(0.3)
+            time.sleep(self.poll_seconds)
         raise AssertionError(f"timed out waiting for {what or predicate}; jobs: {jobs}\n"
                              + self.output()[-4000:])
 

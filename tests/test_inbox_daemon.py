@@ -28,6 +28,8 @@ class Daemon(DaemonProcess):
     """`lorad run`, watched through its database (no `lorad status` process per look: those
     would compete with the daemon for the CPU)."""
 
+    poll_seconds = 0.1
+
     def __init__(self, config: Path, root: Path, log: str = "daemon.log") -> None:
         super().__init__(config, root / log)
         self.db = root / "state" / "lorad.db"
@@ -49,21 +51,6 @@ class Daemon(DaemonProcess):
             return store.events(job_id)
         finally:
             store.close()
-
-    def wait_for(self, predicate: Predicate, timeout: float = 60, what: str = "") -> list[dict]:
-        deadline = time.monotonic() + timeout
-        jobs: list[dict] = []
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"lorad run exited ({self.proc.returncode}):\n"
-                                     + self.output()[-4000:])
-            jobs = self.jobs()
-            if predicate(jobs):
-                return jobs
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; jobs: {jobs}\n"
-                             + self.output()[-4000:])
 
 
 def running(cfg: Path, root: Path, log: str = "daemon.log") -> Daemon:
