@@ -329,4 +329,16 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(describe_errors(error, source)) from None
     except ValueError as error:  # TOML syntax
         raise ConfigError(f"{source}: {error}") from None
+    _keep_env_case(settings)
     return settings
+
+
+def _keep_env_case(settings: Settings) -> None:
+    """Variables for the trainer given as LORAD_KOHYA__ENV__NAME keep NAME as written: settings
+    read from the environment come in lower case, and HF_HUB_OFFLINE is not hf_hub_offline."""
+    prefix = "LORAD_KOHYA__ENV__"
+    for variable, value in os.environ.items():
+        if variable.upper().startswith(prefix):
+            name = variable[len(prefix):]
+            settings.kohya.env.pop(name.lower(), None)
+            settings.kohya.env[name] = value

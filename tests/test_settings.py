@@ -77,6 +77,12 @@ def test_nested_variables_that_name_real_keys_are_accepted(tmp_path, monkeypatch
     assert settings.watch.settle_seconds == 3.0
 
 
+def test_trainer_variables_from_the_environment_keep_their_names_case(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORAD_KOHYA__ENV__HF_HUB_OFFLINE", "1")
+    settings = load_settings(write(tmp_path, '[kohya.env]\nTRANSFORMERS_OFFLINE = "1"\n'))
+    assert settings.kohya.env == {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
 @pytest.mark.parametrize("text, message", [
     ('failed = "/srv/in/failed"\n', "failed (/srv/in/failed) is inside the inbox"),
     ('[caption]\ndevice = "gpu"\n', "caption.device"),
