@@ -12,7 +12,8 @@ sides alike. Both sides read the same PNGs from disk with the same generation se
   tokenizer alone no longer do) and a text, where "" gives BLIP's unconditional caption.
 
 Usage: python bench/caption.py [--images 64] [--batch-size 4] [--quick] [--device auto]
-With CUDA, lorad's path is also timed in float16 (what the daemon uses on a GPU).
+Where caption.precision "auto" picks another precision than float32 (float16 on a GPU, bfloat16
+on a CPU that computes it natively), lorad's path is also timed in it: what the daemon runs.
 """
 
 from __future__ import annotations
@@ -187,12 +188,20 @@ def main() -> None:
         print(f"  same caption on both sides: {same}/{len(images)}")
         print(f"  speed-up: {lorad_side.per_second / pipe_side.per_second:.2f}x", flush=True)
 
-        if device.startswith("cuda"):
-            half = blip.Captioner(model.half(), processor, device, torch.float16, generation)
+        # What the daemon really runs with caption.precision = "auto": float16 on a GPU,
+        # bfloat16 on a CPU that computes it natively.
+        chosen = blip.choose_dtype("auto", device, blip.cpu_flags())
+        if chosen != "float32":
+            dtype = getattr(torch, chosen)
+            half = blip.Captioner(model.to(dtype), processor, device, dtype, generation)
             run_lorad(half, settings, warmup)
-            half_side = Side(f"lorad, batches of {args.batch_size}, float16")
+            half_side = Side(f"lorad, batches of {args.batch_size}, {chosen} (its auto precision)")
             half_side.timed(partial(run_lorad, half, settings, images))
+            alike = sum(half_side.captions[p] == lorad_side.captions[p] for p in images)
             print(half_side.report())
+            print(f"  same caption as float32: {alike}/{len(images)}")
+            print(f"  speed-up over the float32 pipeline: "
+                  f"{half_side.per_second / pipe_side.per_second:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ The daemon (`lorad.captioner`) starts it; nothing else in lorad imports torch or
 
 Request (one JSON object)::
 
-    {"model": "Salesforce/blip-image-captioning-large", "device": "auto", "batch_size": 4,
+    {"model": "Salesforce/blip-image-captioning-large", "device": "auto", "precision": "auto",
+     "batch_size": 4,
      "generation": {"num_beams": 9, "min_length": 15, "max_length": 75, "no_repeat_ngram_size": 3},
      "remove": ["holding a remote control", ...],
      "jobs": [{"job": 7, "prefix": "alice, ", "images": ["/abs/path/01.png", ...]}, ...]}
@@ -70,6 +71,7 @@ class Job:
 class Request:
     model: str
     device: str
+    precision: str
     batch_size: int
     generation: Generation
     remove: list[str]
@@ -84,6 +86,7 @@ class Request:
         return cls(
             model=str(data["model"]),
             device=str(data["device"]),
+            precision=str(data.get("precision", "auto")),
             batch_size=int(data["batch_size"]),
             generation=Generation(**data["generation"]),
             remove=[str(phrase) for phrase in data["remove"]],
@@ -114,6 +117,33 @@ def choose_device(setting: str, cuda_count: int) -> str:
         )
         raise LoadError(f"caption.device is {setting!r}, but the captioning process has {seen}")
     return f"cuda:{index}"
+
+
+def choose_dtype(setting: str, device: str, cpu_flags: set[str]) -> str:
+    """The torch dtype name for caption.precision on `device`.
+
+    "auto" is float16 on a GPU; on the CPU, bfloat16 where the processor computes it natively
+    (x86 avx512_bf16 or amx_bf16, Arm bf16), which is several times faster there than float32
+    and gives the same captions within rounding; else float32.
+    """
+    if setting != "auto":
+        return setting
+    if device.startswith("cuda"):
+        return "float16"
+    return "bfloat16" if cpu_flags & {"avx512_bf16", "amx_bf16", "bf16"} else "float32"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The processor's feature flags (Linux; none elsewhere)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
 
 
 def _is_local(name: str) -> bool:
@@ -183,8 +213,9 @@ class Captioner:
         return self.processor.batch_decode(ids, skip_special_tokens=True)
 
 
-def load_captioner(name: str, device_setting: str, generation: Generation) -> Captioner:
-    """Load BLIP once: float16 on a GPU, float32 on the CPU. Raises LoadError naming the model."""
+def load_captioner(name: str, device_setting: str, generation: Generation,
+                   precision: str = "auto") -> Captioner:
+    """Load BLIP once, in the precision choose_dtype picks. Raises LoadError naming the model."""
     local = _is_local(name)
     source = str(Path(name).expanduser()) if local else name
     if local and not Path(source).is_dir():
@@ -196,7 +227,7 @@ def load_captioner(name: str, device_setting: str, generation: Generation) -> Ca
 
     cuda_count = 0 if device_setting == "cpu" else torch.cuda.device_count()
     device = choose_device(device_setting, cuda_count)
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = getattr(torch, choose_dtype(precision, device, cpu_flags()))
     try:
         model = BlipForConditionalGeneration.from_pretrained(source, dtype=dtype)
         processor = BlipProcessor.from_pretrained(source)
@@ -260,7 +291,8 @@ def run(request: Request, emit: Emit) -> None:
     """Load the model and caption every job; a job's failure does not stop the others."""
     started = time.monotonic()
     patterns = compile_phrases(request.remove)
-    captioner = load_captioner(request.model, request.device, request.generation)
+    captioner = load_captioner(request.model, request.device, request.generation,
+                               request.precision)
     emit(
         "loaded",
         model=request.model,

@@ -60,6 +60,7 @@ def build_request(jobs: list[CaptionJob], settings: CaptionSettings) -> dict[str
     return {
         "model": settings.model,
         "device": settings.device,
+        "precision": settings.precision,
         "batch_size": settings.batch_size,
         "generation": {
             "num_beams": settings.num_beams,

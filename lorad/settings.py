@@ -78,6 +78,9 @@ class CaptionSettings(Section):
     enabled: bool = True
     model: str = "Salesforce/blip-image-captioning-large"
     device: str = Field("auto", description='"auto", "cpu", "cuda" or "cuda:N"')
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: float16 on a GPU, bfloat16 on a CPU that has it, else float32"
+    )
     num_beams: int = Field(9, ge=1, le=64)
     min_length: int = Field(15, ge=0, le=512)
     max_length: int = Field(75, ge=1, le=512)

@@ -110,11 +110,47 @@ def test_a_gpu_that_is_not_visible_is_a_load_error(monkeypatch: pytest.MonkeyPat
         blip.choose_device("cuda:1", 1)
 
 
+@pytest.mark.parametrize(
+    ("setting", "device", "flags", "dtype"),
+    [("auto", "cuda:0", set(), "float16"), ("auto", "cpu", {"avx2", "avx512_bf16"}, "bfloat16"),
+     ("auto", "cpu", {"amx_bf16"}, "bfloat16"), ("auto", "cpu", {"asimd", "bf16"}, "bfloat16"),
+     ("auto", "cpu", {"avx2", "avx512f"}, "float32"), ("float32", "cpu", {"avx512_bf16"},
+     "float32"), ("bfloat16", "cuda:1", set(), "bfloat16")],
+)
+def test_precision_is_half_on_a_gpu_and_bfloat16_only_on_a_cpu_that_computes_it(
+        setting: str, device: str, flags: set[str], dtype: str) -> None:
+    assert blip.choose_dtype(setting, device, flags) == dtype
+
+
+def test_cpu_flags_are_read_from_cpuinfo_on_x86_and_arm(tmp_path: Path) -> None:
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert blip.cpu_flags(x86) == {"fpu", "avx2", "avx512_bf16"}
+    assert blip.cpu_flags(arm) == {"fp", "asimd", "bf16"}
+    assert blip.cpu_flags(tmp_path / "missing") == set()
+
+
+def test_bfloat16_on_the_cpu_captions_every_image(tiny_blip: Path, tmp_path: Path) -> None:
+    settings = CaptionSettings(model=str(tiny_blip), device="cpu", precision="bfloat16")
+    request = blip.Request.from_json(lorad.captioner.build_request([], settings))
+    half = blip.load_captioner(request.model, request.device, request.generation,
+                               request.precision)
+    assert str(half.dtype) == "torch.bfloat16"
+    job = blip.Job(1, "alice, ", make_images(tmp_path, 3))
+    assert blip.caption_job(half, job, 2, [], lambda *_, **__: None) == []
+    for caption in read_captions(job.images):
+        assert_prefixed_once(caption, "alice, ")
+
+
 @pytest.fixture(scope="module")
 def captioner(tiny_blip: Path) -> blip.Captioner:
-    settings = CaptionSettings(model=str(tiny_blip), device="cpu")
+    # float32, so that captions can be compared with plain transformers' to the letter
+    settings = CaptionSettings(model=str(tiny_blip), device="cpu", precision="float32")
     request = blip.Request.from_json(lorad.captioner.build_request([], settings))
-    return blip.load_captioner(request.model, request.device, request.generation)
+    return blip.load_captioner(request.model, request.device, request.generation,
+                               request.precision)
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
