@@ -123,8 +123,8 @@ def choose_dtype(setting: str, device: str, cpu_flags: set[str]) -> str:
     """The torch dtype name for caption.precision on `device`.
 
     "auto" is float16 on a GPU; on the CPU, bfloat16 where the processor computes it natively
-    (x86 avx512_bf16 or amx_bf16, Arm bf16), which is several times faster there than float32
-    and gives the same captions within rounding; else float32.
+    (x86 avx512_bf16 or amx_bf16, Arm bf16), several times faster there than float32 (a word
+    may differ where BLIP finds two nearly equally likely); else float32.
     """
     if setting != "auto":
         return setting
