@@ -22,7 +22,7 @@ from typing import Any
 from lorad import children, messages, notify
 from lorad.context import Context
 from lorad.errors import Cancelled, CannotStart, Rejected, StageFailed
-from lorad.fsutil import DiskFull, remove_stale_temps
+from lorad.fsutil import FULL_DISK_TEXT, DiskFull, remove_stale_temps
 from lorad.logs import for_job, log
 from lorad.pidlock import PidLock
 from lorad.sdnotify import SystemdNotifier
@@ -49,8 +49,7 @@ def stop_deadline_seconds(settings: Settings) -> float:
 def with_retry_hint(message: str, job_id: int) -> str:
     """A failure's message with the job's own retry command; a full disk always says so."""
     message = message.replace("lorad retry JOB", f"lorad retry {job_id}")
-    full = ("No space left on device", "Disk quota exceeded", "[Errno 28]", "[Errno 122]")
-    if any(text in message for text in full) and "free some space" not in message:
+    if FULL_DISK_TEXT.search(message) and "free some space" not in message:
         message += f"; the disk is full: free some space on it, then run: lorad retry {job_id}"
     return message
 

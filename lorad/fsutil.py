@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,10 @@ TEMP_PREFIX = ".lorad-tmp-"
 
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# ENOSPC and EDQUOT in text, as Python (OSError), safetensors (Rust's io::Error) and the shell
+# say them: for errors that arrive as text (a trainer's log, shutil's per-file reasons).
+FULL_DISK_TEXT = re.compile(r"No space left on device|Disk quota exceeded|StorageFull"
+                            r"|\[Errno (?:28|122)\]|code: (?:28|122),")
 
 
 class DiskFull(OSError):
@@ -167,7 +172,7 @@ def copy_tree_verified(source: Path, target: Path,
         shutil.copytree(source, target, symlinks=True, copy_function=copy_file)
     except shutil.Error as error:  # one (source, target, reason) per file that failed
         reasons = [str(item[-1]) for item in error.args[0] if isinstance(item, tuple)]
-        if any(f"[Errno {number}]" in why for why in reasons for number in FULL_ERRNOS):
+        if any(FULL_DISK_TEXT.search(why) for why in reasons):
             raise disk_full(target.parent) from error
         raise OSError(f"copying {source} to {target} failed: {error}") from error
     except OSError as error:

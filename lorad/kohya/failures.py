@@ -10,6 +10,8 @@ import re
 import signal
 from dataclasses import dataclass
 
+from lorad.fsutil import FULL_DISK_TEXT
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -23,9 +25,6 @@ _OOM = re.compile(
     r"CUDA out of memory|torch(?:\.cuda)?\.OutOfMemoryError|CUDA error: out of memory"
     r"|CUBLAS_STATUS_ALLOC_FAILED|HIP out of memory|MPS backend out of memory"
 )
-# ENOSPC and EDQUOT as Python (OSError), safetensors (Rust's io::Error) and the shell say them.
-_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|StorageFull"
-                        r"|\[Errno (?:28|122)\]|code: (?:28|122),")
 _TRIED_TO_ALLOCATE = re.compile(r"Tried to allocate ([\d.]+ [KMGT]i?B)")
 _MISSING_MODEL = re.compile(
     r'pretrained_model_name_or_path "(?P<path>[^"]*)" is neither a valid local path nor a '
@@ -49,7 +48,7 @@ def classify(log_tail: str, exit_code: int | None, wrote_model: bool) -> Failure
     """
     if exit_code == 0 and wrote_model:
         return None
-    if match := _DISK_FULL.search(log_tail):
+    if match := FULL_DISK_TEXT.search(log_tail):
         reason = "quota exceeded" if "122" in match[0] or "quota" in match[0] else "no space left"
         return Failure("disk_full", f"The disk is full: Kohya could not write its files ({reason})")
     if match := _OOM.search(log_tail):
