@@ -333,9 +333,8 @@ def presets(settings: Settings) -> Iterator[Check]:
 def gui_preset(name: str, path: Path, families: list[str]) -> Check:
     """A kohya_ss GUI preset read as the trainings of each model family it applies to read it."""
     try:
-        preset = load_gui_preset(path)
-        for family in families:
-            load_gui_preset(path, family)
+        for family in families or [None]:
+            preset = load_gui_preset(path, family)
     except GuiPresetError as error:
         return Check(FAIL, name, f"{error}; every training it applies to would fail on it: fix "
                                  f"the file or remove {name}")
