@@ -40,8 +40,9 @@ from tests.photos import make_photos
 TESTS = Path(__file__).parent
 AIMS = ("settling", "claiming", "preparing", "captioning", "training", "delivering",
         "notifying")
-RUNNING_STATES = {"claiming": "claiming", "preparing": "preparing", "captioning": "captioning",
-                  "training": "training", "delivering": "delivering"}
+# The job states that are stages a kill can hit (the others, settling and notifying, are seen
+# in the inbox and the notification queue).
+WORKING_STATES = ("claiming", "preparing", "captioning", "training", "delivering")
 SETTLE = 1.0
 READY = "lorad is watching"  # what `lorad run` logs once it has started
 EPOCHS = 3
@@ -77,8 +78,7 @@ class Outcome:
 class Rig:
     """Folders, a configuration, the stand-in trainer and a slow notification endpoint."""
 
-    def __init__(self, root: Path, blip: Path, folders: int, rng: random.Random) -> None:
-        self.root, self.rng = root, rng
+    def __init__(self, root: Path, blip: Path, folders: int) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.inbox, self.outbox = root / "inbox", root / "outbox"
         self.state = root / "state"
@@ -186,7 +186,7 @@ class Rig:
         return bool(self.query("SELECT 1 FROM notifications WHERE state = 'pending'"))
 
     def stages_now(self) -> list[str]:
-        seen = set(self.job_states()) & set(RUNNING_STATES)
+        seen = set(self.job_states()) & set(WORKING_STATES)
         hit = sorted(seen, key=AIMS.index)
         if self.in_inbox():
             hit.insert(0, "settling")
@@ -338,7 +338,7 @@ def _outbox(rig: Rig) -> list[str]:
 def run(root: Path, blip: Path, seed: int, folders: int = 10, kills: int = 20,
         timeout: float = 600) -> Outcome:
     rng = random.Random(seed)
-    rig = Rig(root, blip, folders, rng)
+    rig = Rig(root, blip, folders)
     plan = [AIMS[n % len(AIMS)] for n in range(kills)]
     began = time.monotonic()
     done: list[Kill] = []
