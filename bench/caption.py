@@ -5,8 +5,8 @@ BERT-base text decoder, 30524-token vocabulary) with random weights, so nothing 
 Random weights never stop early: with min_length 15 every caption runs to max_length, on both
 sides alike. Both sides read the same PNGs from disk with the same generation settings:
 
-* lorad: `lorad.blip.caption_job`, the child process's own code (read, batch, generate, clean,
-  write X.txt), batches of --batch-size;
+* lorad: `lorad.captioning.blip.caption_job`, the child process's own code (read, batch,
+  generate, clean, write X.txt), batches of --batch-size;
 * pipeline: `transformers.pipeline("image-text-to-text", ...)` called once per image. transformers 5
   renamed the "image-to-text" task to this one; it needs `processor=` (an image processor and a
   tokenizer alone no longer do) and a text, where "" gives BLIP's unconditional caption.
@@ -42,9 +42,9 @@ from blipfixture import (  # noqa: E402
     build_blip,
 )
 
-from lorad import blip  # noqa: E402
-from lorad.captioner import CaptionJob, build_request  # noqa: E402
-from lorad.captions import clean_caption, compile_phrases  # noqa: E402
+from lorad.captioning import blip  # noqa: E402
+from lorad.captioning.client import CaptionJob, build_request  # noqa: E402
+from lorad.captioning.text import clean_caption, compile_phrases  # noqa: E402
 from lorad.settings import CaptionSettings  # noqa: E402
 
 

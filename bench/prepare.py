@@ -30,7 +30,7 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, ImageDraw
 
-from lorad.dataset import PrepareOptions, prepare_dataset
+from lorad.dataset.build import PrepareOptions, prepare_dataset
 from lorad.settings import PrepareSettings
 
 

@@ -5,8 +5,8 @@ Each is one conditional change in the store; the daemon notices it within a seco
 
 from __future__ import annotations
 
-from lorad.followup import RequestError
 from lorad.store import RUNNING, Job, Store
+from lorad.training.followup import RequestError
 
 
 def retry(store: Store, job: Job) -> Job:

@@ -17,9 +17,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from lorad import actions
-from lorad.followup import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.store import Job, JobNotFound, Store
+from lorad.training.followup import RequestError
 
 # Long lines (paths, messages) are never broken: they are often copied and pasted.
 console = Console(soft_wrap=True)
@@ -99,10 +99,10 @@ def main(ctx: click.Context) -> None:
 @pass_env
 def run(env: Env, log_level: str | None) -> None:
     """Run the daemon in the foreground (logs go to stderr)."""
-    from lorad import logs
-    from lorad.daemon import Daemon
+    from lorad.daemon.loop import Daemon
     from lorad.errors import CannotStart
-    from lorad.pidlock import AlreadyRunning
+    from lorad.system import logs
+    from lorad.system.pidlock import AlreadyRunning
 
     settings = env.settings
     logs.setup(log_level or settings.log_level)
@@ -223,7 +223,7 @@ def command(env: Env, job: str) -> None:
     """The exact training command of a job, one argument a line."""
     from lorad.context import Context
     from lorad.errors import StageFailed
-    from lorad.stages.train import preview_command
+    from lorad.training.stage import preview_command
 
     store, found = env.job(job)
     if not found.token or not found.settings.get("token"):
@@ -315,7 +315,7 @@ def recaption(env: Env, job: str) -> None:
 def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
     """Train an undertrained LoRA for more epochs (results land in the same outbox folder)."""
     from lorad.context import Context
-    from lorad.followup import resume as queue_resume
+    from lorad.training.followup import resume as queue_resume
 
     _act(env, job, lambda store, found: queue_resume(Context(env.settings, store), found, epochs,
                                                      from_epoch),
@@ -331,7 +331,7 @@ def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
 def pick(env: Env, job: str, epoch: int) -> None:
     """Make an earlier epoch the LoRA (<token>.safetensors and the copy_to folders)."""
     from lorad.context import Context
-    from lorad.followup import pick as pick_epoch
+    from lorad.training.followup import pick as pick_epoch
 
     _act(env, job, lambda store, found: pick_epoch(Context(env.settings, store), found, epoch),
          lambda final: f"epoch {epoch} is now {final}")
@@ -351,7 +351,7 @@ def pick(env: Env, job: str, epoch: int) -> None:
 def prepare(env: Env, subject_dir: Path, out: Path, token: str | None, no_caption: bool,
             make_zip: bool) -> None:
     """Check, convert, lay out and caption one subject folder; exit 1 if it is refused."""
-    from lorad.oneshot import OneShotError, prepare_folder
+    from lorad.dataset.oneshot import OneShotError, prepare_folder
 
     try:
         result = prepare_folder(env.config, subject_dir, out, token=token,
@@ -369,7 +369,7 @@ def doctor(env: Env, send_test: bool) -> None:
     """Check the configuration and the machine; exit 1 if anything fails."""
     from rich.markup import escape
 
-    from lorad.doctor import run_checks
+    from lorad.doctor.findings import run_checks
 
     colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
     worst = "OK"

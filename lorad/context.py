@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from lorad.logs import JobLog, for_job
 from lorad.settings import Settings
 from lorad.store import Job, Store
+from lorad.system.logs import JobLog, for_job
 from lorad.workspace import JobPaths
 
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lorad.kohya.presets import load_preset
 from lorad.settings import Settings
+from lorad.training.kohya.presets import load_preset
 
 SUBJECT_FILE = "lora.toml"
 MISNAMED_SUBJECT_FILES = ("lora.toml", "lora.toml.txt")

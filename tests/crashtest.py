@@ -311,7 +311,7 @@ def _resumed(jobs: list[tuple], kills: list[Kill]) -> list[str]:
 
 
 def _outbox(rig: Rig) -> list[str]:
-    from lorad.kohya.outputs import safetensors_problem
+    from lorad.training.kohya.outputs import safetensors_problem
 
     problems = []
     for path in sorted(rig.outbox.rglob("*")):

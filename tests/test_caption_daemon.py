@@ -11,9 +11,9 @@ import json
 import signal
 from pathlib import Path
 
-from lorad import children
-from lorad.stages import caption
+from lorad.captioning import stage as caption
 from lorad.store import Store
+from lorad.system import children
 from tests.daemon_process import lorad
 from tests.jobs import context, prepared_job
 from tests.test_inbox_daemon import all_final, photos, running

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import lorad.captioner
-from lorad import blip
-from lorad.captioner import (
+import lorad.captioning.client
+from lorad.captioning import blip
+from lorad.captioning.client import (
     CaptionCancelled,
     CaptionError,
     CaptionJob,
@@ -28,7 +28,7 @@ from lorad.captioner import (
     images_to_caption,
     run_captioner,
 )
-from lorad.captions import compile_phrases
+from lorad.captioning.text import compile_phrases
 from lorad.settings import CaptionSettings
 
 
@@ -62,13 +62,13 @@ def assert_gone(pid: int) -> None:
 
 
 def test_the_daemon_never_imports_torch_or_transformers() -> None:
-    """The command line, the daemon, every stage and the captioning launcher, imported in a
-    fresh interpreter: the heavy libraries stay out until a captioning child needs them."""
+    """Every module of the package (the command line, the daemon, every stage and the captioning
+    launcher), imported in a fresh interpreter: the heavy libraries stay out until a captioning
+    child needs them."""
     code = (
         "import importlib, pkgutil, sys\n"
-        "import lorad.stages\n"
-        "names = ['lorad.cli', 'lorad.daemon', 'lorad.captioner', 'lorad.captions', 'lorad.blip']\n"
-        "names += [f'lorad.stages.{m.name}' for m in pkgutil.iter_modules(lorad.stages.__path__)]\n"
+        "import lorad\n"
+        "names = [m.name for m in pkgutil.walk_packages(lorad.__path__, 'lorad.')]\n"
         "for name in names:\n"
         "    importlib.import_module(name)\n"
         "print(len(names), sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
@@ -76,13 +76,13 @@ def test_the_daemon_never_imports_torch_or_transformers() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     count, heavy = result.stdout.strip().split(" ", 1)
-    assert int(count) >= 10  # cli, daemon, the launcher, and the stages were found
+    assert int(count) >= 40  # every module of every subpackage was found
     assert heavy == "[]"
 
 
 def test_the_protocol_keeps_stdout_for_events() -> None:
     code = (
-        "import os; from lorad.jsonchild import Protocol; "
+        "import os; from lorad.system.jsonchild import Protocol; "
         "protocol = Protocol(); print('chatter from python', flush=True); "
         "os.write(1, b'chatter from C\\n'); protocol.emit('loaded', model='m')"
     )
@@ -134,7 +134,7 @@ def test_cpu_flags_are_read_from_cpuinfo_on_x86_and_arm(tmp_path: Path) -> None:
 
 def test_bfloat16_on_the_cpu_captions_every_image(tiny_blip: Path, tmp_path: Path) -> None:
     settings = CaptionSettings(model=str(tiny_blip), device="cpu", precision="bfloat16")
-    request = blip.Request.from_json(lorad.captioner.build_request([], settings))
+    request = blip.Request.from_json(lorad.captioning.client.build_request([], settings))
     half = blip.load_captioner(request.model, request.device, request.generation,
                                request.precision)
     assert str(half.dtype) == "torch.bfloat16"
@@ -148,7 +148,7 @@ def test_bfloat16_on_the_cpu_captions_every_image(tiny_blip: Path, tmp_path: Pat
 def captioner(tiny_blip: Path) -> blip.Captioner:
     # float32, so that captions can be compared with plain transformers' to the letter
     settings = CaptionSettings(model=str(tiny_blip), device="cpu", precision="float32")
-    request = blip.Request.from_json(lorad.captioner.build_request([], settings))
+    request = blip.Request.from_json(lorad.captioning.client.build_request([], settings))
     return blip.load_captioner(request.model, request.device, request.generation,
                                request.precision)
 
@@ -284,7 +284,7 @@ def test_a_broken_model_folder_is_named(tiny_blip: Path, tmp_path: Path) -> None
 
 
 def fake_python(folder: Path, script: str) -> str:
-    """An interpreter that runs a shell script instead of lorad.blip."""
+    """An interpreter that runs a shell script instead of lorad.captioning.blip."""
     path = folder / "python"
     path.write_text(f"#!/bin/sh\ncat > /dev/null\n{script}\n", encoding="utf-8")
     path.chmod(0o755)
@@ -344,8 +344,8 @@ def test_caption_folder_skips_images_with_captions(
 
     def fake_run(jobs, settings, **kwargs):
         runs.append(jobs)
-        return {0: lorad.captioner.CaptionOutcome(0, True)}
+        return {0: lorad.captioning.client.CaptionOutcome(0, True)}
 
-    monkeypatch.setattr(lorad.captioner, "run_captioner", fake_run)
+    monkeypatch.setattr(lorad.captioning.client, "run_captioner", fake_run)
     assert caption_folder(tmp_path, "alice, ", CaptionSettings()).ok
     assert runs == [[CaptionJob(0, "alice, ", [images[0], images[2]])]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorad.captions import (
+from lorad.captioning.text import (
     apply_prefix,
     caption_path,
     clean_caption,

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from lorad.context import Context
-from lorad.sdnotify import SystemdNotifier
+from lorad.inbox import claim as ingest
+from lorad.inbox.watcher import Inbox
 from lorad.settings import Settings, WatchSettings
-from lorad.stages import ingest
 from lorad.store import Store
-from lorad.watcher import Inbox
+from lorad.system.sdnotify import SystemdNotifier
 from tests.notify_socket import NotifySocket
 
 CRASHED = 77  # the child's exit status when it reached its crash point

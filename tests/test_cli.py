@@ -8,7 +8,7 @@ import sys
 import time
 import zipfile
 
-from lorad.stages import train
+from lorad.training import stage as train
 from tests.daemon_process import lorad
 from tests.jobs import context, prepared_job
 from tests.photos import make_photos
@@ -133,7 +133,7 @@ def test_a_bad_configuration_stops_every_command_with_its_error(tmp_path):
 
 
 def test_resume_and_pick_from_the_command_line(config):
-    from lorad.stages import deliver
+    from lorad.delivery import stage as deliver
 
     cfg = config()
     ctx = context(cfg)

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from lorad import children, daemon, followup
+from lorad.captioning import stage as caption
 from lorad.context import Context
-from lorad.daemon import Daemon
-from lorad.sdnotify import SystemdNotifier
+from lorad.daemon import loop as daemon
+from lorad.daemon.loop import Daemon
 from lorad.settings import load_settings
-from lorad.stages import caption
 from lorad.store import Store
+from lorad.system import children
+from lorad.system.sdnotify import SystemdNotifier
+from lorad.training import followup
 from tests.notify_socket import NotifySocket
 
 

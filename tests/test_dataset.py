@@ -1,4 +1,4 @@
-"""lorad.dataset: listing, conversion in a pool, dataset checks, Kohya's layout, report, zip."""
+"""lorad.dataset.build: listing, conversion in a pool, checks, Kohya's layout, report, zip."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from badimages import FRONT_LENS, scene, write_corpus
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from lorad.dataset import (
+from lorad.dataset.build import (
     CRASHED,
     PrepareOptions,
     _convert_all,
@@ -25,7 +25,7 @@ from lorad.dataset import (
     prepare_dataset,
     write_zip,
 )
-from lorad.images import ImageVerdict, process_image
+from lorad.dataset.image import ImageVerdict, process_image
 from lorad.settings import PrepareSettings
 
 SMALL = PrepareSettings(min_images=2, few_images=2, workers=2)  # small sets without count warnings

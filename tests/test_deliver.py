@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from lorad.fsutil import file_hash
-from lorad.stages import deliver, train
+from lorad.delivery import stage as deliver
+from lorad.system.fsutil import file_hash
+from lorad.training import stage as train
 from tests.jobs import context, prepared_job
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lorad import doctor
-from lorad.gpus import gpus as visible_gpus
+from lorad.doctor import findings as doctor
 from lorad.settings import ModelSettings, Settings, load_settings
+from lorad.system.gpus import gpus as visible_gpus
 
 GUI_SD15 = Path(__file__).parent / "data" / "kohya" / "gui_sd15.json"
 NOBODY = 65534

@@ -12,9 +12,9 @@ from typing import Any, get_args, get_origin
 import pytest
 from pydantic import BaseModel
 
-from lorad.kohya.presets import load_preset
 from lorad.settings import Settings, load_settings
 from lorad.subject import load_subject
+from lorad.training.kohya.presets import load_preset
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 LORAD_TOML = EXAMPLES / "lorad.toml"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from lorad import followup
-from lorad.followup import RequestError
-from lorad.fsutil import file_hash
-from lorad.stages import deliver, train
+from lorad.delivery import stage as deliver
+from lorad.system.fsutil import file_hash
+from lorad.training import followup
+from lorad.training import stage as train
+from lorad.training.followup import RequestError
 from tests.jobs import arg, context, prepared_job, trainer_runs
 
 

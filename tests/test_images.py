@@ -1,4 +1,4 @@
-"""lorad.images: one file decoded, normalised to an upright 8-bit RGB PNG without EXIF, measured."""
+"""lorad.dataset.image: one file decoded, normalised to an upright 8-bit RGB PNG, measured."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from badimages import FRONT_LENS, SIZE, jpeg_bytes, scene, write_corpus
 from PIL import Image, ImageFilter
 
-from lorad.images import fit_within, laplacian_variance, process_image
+from lorad.dataset.image import fit_within, laplacian_variance, process_image
 from lorad.settings import PrepareSettings
 
 SETTINGS = PrepareSettings()

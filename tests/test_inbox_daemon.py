@@ -432,7 +432,7 @@ def test_a_failed_earlier_job_still_blocks_a_duplicate_and_rejected_or_cancelled
 
 
 def test_the_duplicate_refusal_names_the_earlier_job_and_what_to_do(tmp_path):
-    from lorad.stages.prepare import duplicate_message
+    from lorad.dataset.stage import duplicate_message
 
     store = Store(tmp_path / "lorad.db")
     job_id = store.create_job("alice", state="failed", stage="train", token="alice",
@@ -449,7 +449,7 @@ def test_the_duplicate_refusal_names_the_earlier_job_and_what_to_do(tmp_path):
 def test_the_status_line_counts_the_queue_and_names_the_running_jobs(tmp_path, monkeypatch):
     """What systemd shows; built at every turn of the loop, so the queue is counted, not read."""
     from lorad.context import Context
-    from lorad.daemon import Daemon as LoradDaemon
+    from lorad.daemon.loop import Daemon as LoradDaemon
     from lorad.settings import Settings
 
     for name in list(os.environ):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lorad.kohya.args import (
+from lorad.subject import TrainOverrides
+from lorad.training.kohya.args import (
     KNOWN_ARGS,
     SDXL_ONLY_ARGS,
     apply_overrides,
@@ -13,7 +14,6 @@ from lorad.kohya.args import (
     to_argv,
     unknown_args,
 )
-from lorad.subject import TrainOverrides
 
 
 def test_true_is_a_bare_flag_and_false_or_none_leave_the_option_out() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lorad.kohya.failures import classify
+from lorad.training.kohya.failures import classify
 
 DATA = Path(__file__).parent / "data" / "kohya"
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from lorad.kohya.args import check_args, merge, to_argv
-from lorad.kohya.gui_preset import GuiPresetError, load_gui_preset
-from lorad.kohya.presets import load_preset
+from lorad.training.kohya.args import check_args, merge, to_argv
+from lorad.training.kohya.gui_preset import GuiPresetError, load_gui_preset
+from lorad.training.kohya.presets import load_preset
 
 GUI_SD15 = Path(__file__).parent / "data" / "kohya" / "gui_sd15.json"
 

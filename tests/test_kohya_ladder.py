@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lorad.kohya.ladder import LadderStep, describe_tried, next_step
-from lorad.kohya.presets import load_preset
+from lorad.training.kohya.ladder import LadderStep, describe_tried, next_step
+from lorad.training.kohya.presets import load_preset
 
 
 def climb(args: dict, bf16_supported: bool) -> list[LadderStep]:

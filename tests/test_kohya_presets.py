@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lorad.kohya.args import KNOWN_ARGS, SDXL_ONLY_ARGS, check_args, to_argv
-from lorad.kohya.presets import load_preset
+from lorad.training.kohya.args import KNOWN_ARGS, SDXL_ONLY_ARGS, check_args, to_argv
+from lorad.training.kohya.presets import load_preset
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lorad.kohya.progress import LineSplitter, Progress, ProgressTracker, format_duration
+from lorad.training.kohya.progress import LineSplitter, Progress, ProgressTracker, format_duration
 
 DATA = Path(__file__).parent / "data" / "kohya"
 

@@ -8,7 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from lorad import messages, notify
+from lorad.delivery import messages, notify
 from lorad.settings import NotifySettings
 from tests.daemon_process import DaemonProcess, all_final, lorad
 from tests.jobs import context, prepared_job

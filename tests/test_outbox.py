@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lorad.outbox import read_owner, take_folder
+from lorad.delivery.outbox import read_owner, take_folder
 from tests.jobs import context, prepared_job
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lorad.dataset import stage as prepare
 from lorad.errors import Rejected
-from lorad.stages import prepare
 from tests.jobs import context
 from tests.photos import make_photos
 

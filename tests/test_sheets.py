@@ -1,4 +1,4 @@
-"""lorad.sheets: the dataset contact sheet and the samples grid."""
+"""lorad.dataset.sheets: the dataset contact sheet and the samples grid."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from badimages import UNDECODABLE_NAME, scene
 from PIL import Image
 
-from lorad.sheets import (
+from lorad.dataset.sheets import (
     CELL,
     GAP,
     MARGIN,

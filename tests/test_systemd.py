@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lorad.logs import JournalFormatter, under_journald
-from lorad.sdnotify import SystemdNotifier
+from lorad.system.logs import JournalFormatter, under_journald
+from lorad.system.sdnotify import SystemdNotifier
 from tests.daemon_process import DaemonProcess, all_final
 from tests.notify_socket import NotifySocket
 from tests.photos import make_photos

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from lorad.errors import Cancelled, StageFailed
-from lorad.kohya.outputs import safetensors_problem
-from lorad.stages import train
+from lorad.training import stage as train
+from lorad.training.kohya.outputs import safetensors_problem
 from tests.jobs import arg, context, prepared_job, trainer_runs
 
 
@@ -153,7 +153,7 @@ def bf16_gpu(tmp_path, monkeypatch):
     smi.write_text("#!/bin/sh\necho '0, NVIDIA RTX 3060, 12288, 8.6'\n")
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
-    from lorad import gpus
+    from lorad.system import gpus
 
     gpus.gpus.cache_clear()
     yield
@@ -170,7 +170,7 @@ def test_sd15_trains_in_bf16_where_the_gpu_has_it(config, fake_trainer, bf16_gpu
 
 def test_sd15_trains_in_fp16_on_a_gpu_without_bf16(config, fake_trainer, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: bf16 cannot be confirmed
-    from lorad import gpus
+    from lorad.system import gpus
 
     gpus.gpus.cache_clear()
     ctx = context(config())

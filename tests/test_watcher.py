@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 from watchdog.observers.polling import PollingObserver
 
-from lorad import watcher
-from lorad.junk import is_arriving_folder, is_junk, is_partial
-from lorad.settings import WatchSettings
-from lorad.watcher import (
+from lorad.inbox import watcher
+from lorad.inbox.junk import is_arriving_folder, is_junk, is_partial
+from lorad.inbox.watcher import (
     CHECK_INTERVAL,
     MAX_CHECK_INTERVAL,
     Inbox,
@@ -28,6 +27,7 @@ from lorad.watcher import (
     fingerprint,
     needs_polling,
 )
+from lorad.settings import WatchSettings
 
 SETTLE = 10.0
 

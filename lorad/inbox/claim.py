@@ -1,0 +1,350 @@
+"""Claiming a settled inbox folder as a job, and handing refused folders over to failed/.
+
+Claiming is crash-safe: the job row is written as 'claiming' before the folder moves, and the
+start-up recovery finishes or undoes any claim a crash interrupted. After recovery a folder is
+either still in the inbox with no job, or in the job's work folder with its job: never both, never
+neither.
+
+On one filesystem the move is one rename. Across filesystems the folder is first renamed aside to
+a hidden name in the inbox (`.lorad-claim-<job id>`, which the watcher skips, and which frees the
+name for a new drop), then copied, verified, renamed into place, and only then removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from lorad.context import Context
+from lorad.store import Job
+from lorad.system.fsutil import (
+    DiskFull,
+    atomic_write_text,
+    copy_tree_verified,
+    fsync_dir,
+    unique_path,
+)
+from lorad.system.logs import for_job, log
+from lorad.workspace import JobPaths
+
+ERROR_FILE = "error.txt"
+CLAIM_PREFIX = ".lorad-claim-"
+
+Heartbeat = Callable[[], None]
+
+
+def _no_heartbeat() -> None:
+    """The heartbeat of callers that have no watchdog to feed."""
+
+
+def _move_tree(source: Path, target: Path, partial: Path) -> None:
+    """One rename on the same filesystem; otherwise copy, verify, rename, then remove."""
+    try:
+        os.rename(source, target)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        if partial.exists():
+            shutil.rmtree(partial)
+        copy_tree_verified(source, partial)
+        os.rename(partial, target)
+        fsync_dir(target.parent)
+        _remove_tree(source)
+        return
+    fsync_dir(target.parent)
+    fsync_dir(source.parent)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
+def parked_path(folder: Path, job_id: int) -> Path:
+    """Where a cross-filesystem claim keeps the inbox folder while it copies it."""
+    return folder.with_name(f"{CLAIM_PREFIX}{job_id}")
+
+
+def _take(folder: Path, paths: JobPaths, job_id: int, heartbeat: Heartbeat = _no_heartbeat
+          ) -> None:
+    """Move folder to paths.source (see the module's docstring). On one filesystem the caller
+    syncs the folders afterwards; across filesystems every step is synced here, and heartbeat()
+    is called between the files copied."""
+    try:
+        os.rename(folder, paths.source)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    parked = parked_path(folder, job_id)
+    os.rename(folder, parked)
+    fsync_dir(folder.parent)
+    if paths.source_partial.exists():
+        shutil.rmtree(paths.source_partial)
+    copy_tree_verified(parked, paths.source_partial, heartbeat=heartbeat)
+    os.rename(paths.source_partial, paths.source)
+    fsync_dir(paths.root)
+    _remove_parked(parked)
+
+
+def _remove_parked(parked: Path) -> None:
+    """Remove the inbox copy of a folder whose verified copy is in the work area."""
+    if not (parked.exists() or parked.is_symlink()):
+        return
+    try:
+        _remove_tree(parked)
+    except OSError as error:  # the job has its copy; the hidden leftover is never taken again
+        log.warning("could not remove %s after copying it (%s); delete it by hand", parked, error)
+
+
+def claim(ctx: Context, folder: Path, heartbeat: Heartbeat = _no_heartbeat) -> int | None:
+    """Move a settled folder out of the inbox into a new job's work folder; the job id, or None."""
+    return claim_all(ctx, [folder], heartbeat)[0]
+
+
+def claim_all(ctx: Context, folders: list[Path], heartbeat: Heartbeat = _no_heartbeat
+              ) -> list[int | None]:
+    """Claim settled folders: for each, its job id, or None if it could not be taken (it stays
+    in the inbox, and the watcher offers it again after its next rescan).
+
+    heartbeat() is called between folders and, when a folder is copied from another
+    filesystem, between its files: the daemon passes its systemd watchdog ping, so that a long
+    claim never looks like a hung daemon.
+
+    Each step is taken for all the folders before the next: the 'claiming' rows (one durable
+    commit), the moves, the directory syncs, the rows queued (one commit). Every folder still
+    goes through the steps in order, which is all that recovery needs, and a burst of folders
+    costs one round of syncs instead of one per folder.
+    """
+    if not folders:
+        return []
+    job_ids = _claiming_rows(ctx, folders)
+    taken: list[tuple[int, JobPaths]] = []
+    for folder, job_id in zip(folders, job_ids, strict=True):
+        heartbeat()
+        paths = JobPaths(ctx.settings.job_dir(job_id), None)
+        if _move_in(ctx, folder, paths, job_id, heartbeat):
+            taken.append((job_id, paths))
+    _sync_dirs([paths.root for _, paths in taken] + sorted({f.parent for f in folders}))
+    _finish_claims(ctx, taken)
+    done = {job_id for job_id, _ in taken}
+    return [job_id if job_id in done else None for job_id in job_ids]
+
+
+def _move_in(ctx: Context, folder: Path, paths: JobPaths, job_id: int,
+             heartbeat: Heartbeat) -> bool:
+    """Move one claimed folder into its job's work folder; undo the claim if it cannot be."""
+    ours = False  # whether paths.root is the folder this claim made
+    try:
+        _set_aside_stale(paths.root)
+        paths.root.mkdir(parents=True)
+        ours = True
+        _take(folder, paths, job_id, heartbeat)
+    except OSError as error:
+        if ours and paths.source.exists():
+            # The folder did move (a later step failed): the job has it, so keep the job.
+            for_job(job_id).warning("took %s, but then: %s", folder, error)
+            _remove_parked(parked_path(folder, job_id))
+            return True
+        _undo_claim(ctx, job_id, folder, paths.root if ours else None)
+        reason = f"{error.where}; free some space there" if isinstance(error, DiskFull) else error
+        log.warning("could not take %s from the inbox (%s); it stays there and is tried again",
+                    folder, reason)
+        return False
+    return True
+
+
+def _claiming_rows(ctx: Context, folders: list[Path]) -> list[int]:
+    """The 'claiming' rows, committed durably: the store runs with synchronous=NORMAL, whose last
+    commits a power cut may undo, and the moves that follow must never outlive these rows."""
+    store = ctx.store
+    store.conn.execute("PRAGMA synchronous=FULL")
+    try:
+        with store.transaction():
+            return [store.create_job(folder.name, state="claiming", stage="prepare",
+                                     inbox_path=str(folder)) for folder in folders]
+    finally:
+        store.conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _set_aside_stale(root: Path) -> None:
+    """A work folder already there for a new job id is a leftover (of a job whose row was lost
+    while its id was the highest): never claim into it; keep it, renamed, for a person to see."""
+    if root.exists() or root.is_symlink():
+        stale = unique_path(root.with_name(root.name + ".orphaned"))
+        os.rename(root, stale)
+        log.warning("%s was left over from an earlier job; moved it to %s", root, stale)
+
+
+def _sync_dirs(folders: list[Path]) -> None:
+    """Make the moves durable before the jobs are queued (one sync per folder, not per move)."""
+    for folder in folders:
+        try:
+            fsync_dir(folder)
+        except OSError as error:  # the moves are done; a power cut could still undo them
+            log.warning("could not sync %s (%s)", folder, error)
+
+
+def _finish_claims(ctx: Context, taken: list[tuple[int, JobPaths]]) -> None:
+    """Queue the claimed jobs whose folders have arrived. A job cancelled while its folder was
+    moving (`lorad cancel` accepts a 'claiming' job) stays cancelled: it records where its
+    folder now is, and the folder is kept there."""
+    if not taken:
+        return
+    store = ctx.store
+    with store.transaction():  # BEGIN IMMEDIATE: no cancel can slip between reading and writing
+        for job_id, paths in taken:
+            where = {"source_dir": str(paths.source), "work_dir": str(paths.root)}
+            if store.get(job_id).state == "claiming":
+                store.update(job_id, state="queued", **where)
+                store.event(job_id, f"claimed from the inbox into {paths.source}")
+            else:
+                store.update(job_id, **where)
+                store.event(job_id, f"cancelled while it was being claimed; the folder is kept "
+                                    f"in {paths.source}")
+                for_job(job_id).info("cancelled while it was being claimed; its folder is kept "
+                                     "in %s", paths.source)
+
+
+def _undo_claim(ctx: Context, job_id: int, folder: Path, root: Path | None) -> None:
+    """Put the folder back where it was dropped and remove the claim's work folder (see
+    _put_back), then forget the job."""
+    _put_back(folder, job_id, root)
+    ctx.store.delete_job(job_id)
+
+
+def _put_back(folder: Path, job_id: int, root: Path | None) -> None:
+    """Put the folder back where it was dropped (if it was parked) and remove the job's work
+    folder (root, when it is the claim's own)."""
+    parked = parked_path(folder, job_id)
+    if parked.exists() or parked.is_symlink():
+        back = unique_path(folder)  # the name may have been taken by a new drop meanwhile
+        os.rename(parked, back)
+        fsync_dir(back.parent)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _interrupted_claims(ctx: Context) -> list[Job]:
+    """Claims a crash interrupted: 'claiming' rows, and rows cancelled during their claim whose
+    folder was never recorded (only a claim leaves a job with an inbox path but no work folder)."""
+    cancelled = [job for job in ctx.store.jobs(("cancelled",))
+                 if job.inbox_path and job.work_dir is None and job.source_dir is None]
+    return ctx.store.jobs(("claiming",)) + cancelled
+
+
+def recover_claims(ctx: Context) -> None:
+    """Finish or undo every claim that a crash interrupted.
+
+    The job's source folder exists only once the whole folder is there (a rename of the folder
+    itself or of its verified copy), so it decides: there, the claim is finished; not there, the
+    claim is undone. A folder found in the inbox under the dropped name is never touched: it is
+    either the original (claim undone) or a new drop (a new job later).
+
+    A job cancelled during its claim keeps its row either way (a person asked for it by its id):
+    finished, it records its folder in the work area; undone, its folder is back in the inbox,
+    where the watcher takes it as a new job.
+    """
+    for job in _interrupted_claims(ctx):
+        paths = JobPaths(ctx.settings.job_dir(job.id), None)
+        folder = Path(job.inbox_path or ctx.settings.inbox / job.name)
+        jlog = for_job(job.id)
+        try:
+            if paths.source.exists():
+                _remove_parked(parked_path(folder, job.id))
+                _sync_dirs([paths.root])
+                _finish_claims(ctx, [(job.id, paths)])
+                jlog.info("finished the interrupted claim of %s", job.name)
+            elif job.state == "cancelled":
+                _put_back(folder, job.id, paths.root)
+                with ctx.store.transaction():  # its work_dir marks the claim as dealt with
+                    ctx.store.update(job.id, work_dir=str(paths.root))
+                    ctx.store.event(job.id, f"its claim was interrupted; {job.name} is back in "
+                                            "the inbox")
+                jlog.info("cancelled during an interrupted claim; %s is back in the inbox, where "
+                          "it is taken as a new job: remove it if it is not wanted", job.name)
+            else:
+                _undo_claim(ctx, job.id, folder, paths.root)
+                jlog.info("undid the interrupted claim of %s; it is still in the inbox", job.name)
+        except OSError as error:  # left as it is, for the next start: the daemon starts anyway
+            jlog.error("could not finish or undo the interrupted claim of %s (%s); it is tried "
+                       "again at the next start", folder, error)
+
+
+def reject_link(ctx: Context, link: Path, target: Path) -> int | None:
+    """A symlinked subject folder pointing out of the inbox: record it and move the link aside.
+
+    The job id, or None when the link could not be moved (it is gone, or failed/ cannot be
+    written): then nothing is recorded, and the next rescan tries again.
+    """
+    message = (f"{link.name} is a symbolic link to {target}, outside the inbox; lorad only takes "
+               "folders that are really in the inbox: copy the photos in instead")
+    job_id = ctx.store.create_job(link.name, state="rejected", stage="prepare",
+                                  inbox_path=str(link), error=message)
+    failed = unique_path(ctx.settings.failed_dir / link.name)
+    try:
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        _move_link(link, failed)
+    except OSError as error:
+        ctx.store.delete_job(job_id)
+        if link.is_symlink():
+            log.warning("could not move the link %s to %s (%s); fix what the error names (lorad "
+                        "tries again at each rescan), or remove the link", link, failed, error)
+        return None
+    atomic_write_text(failed.with_name(failed.name + "." + ERROR_FILE), message + "\n")
+    ctx.store.update(job_id, options={"failed_path": str(failed)})
+    ctx.store.event(job_id, message, level="error")
+    for_job(job_id).warning("%s", message)
+    return job_id
+
+
+def _move_link(link: Path, target: Path) -> None:
+    """Rename a symbolic link; across filesystems (or systemd's bind mounts), make the same link
+    at target and then remove the original."""
+    try:
+        os.rename(link, target)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    os.symlink(os.readlink(link), target)
+    try:
+        link.unlink()
+    except OSError:
+        target.unlink()  # one link, never two: the next rescan tries again
+        raise
+
+
+def failed_target(ctx: Context, job: Job) -> Path:
+    return unique_path(ctx.settings.failed_dir / job.name)
+
+
+def hand_to_failed(ctx: Context, job: Job) -> Path | None:
+    """Move a rejected job's subject folder, whole and unchanged, to failed/<name>/ + error.txt."""
+    paths = ctx.paths(job)
+    target = Path(job.options.get("failed_path") or failed_target(ctx, job))
+    if not job.options.get("failed_path"):
+        ctx.store.update(job.id, options={**job.options, "failed_path": str(target)})
+    if paths.source.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _move_tree(paths.source, target, target.with_name("." + target.name + ".partial"))
+    if not target.is_dir():
+        return None
+    note = target / ERROR_FILE
+    if note.exists() and not note.read_text(errors="replace").startswith("lorad:"):
+        note = target / ("lorad-" + ERROR_FILE)
+    atomic_write_text(note, f"lorad: job {job.id} could not use this folder.\n\n{job.error}\n\n"
+                            "Fix what is named above, then move the folder back into the inbox.\n")
+    return target
+
+
+def recover_rejections(ctx: Context) -> None:
+    """Finish moving rejected folders that a crash left in the work area."""
+    for job in ctx.store.jobs(("rejected",)):
+        if job.source_dir and Path(job.source_dir).exists():
+            hand_to_failed(ctx, job)
