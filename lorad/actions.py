@@ -1,12 +1,23 @@
-"""What a person can ask of a job from the command line (retry, cancel, recaption).
+"""What a person can ask of a job: retry, cancel, recaption, resume for more epochs, pick an epoch.
 
-Each is one conditional change in the store; the daemon notices it within a second.
+The command line, the outbox's request files and the web page all act through these functions.
+Each is one conditional change in the store (or one atomic copy, for a pick); the daemon notices
+it within a second.
 """
 
 from __future__ import annotations
 
-from lorad.store import RUNNING, Job, Store
-from lorad.training.followup import RequestError
+import os
+from pathlib import Path
+
+from lorad.context import Context
+from lorad.delivery.outbox import write_owner
+from lorad.errors import RequestError
+from lorad.store import FINAL, RUNNING, Job, Store
+from lorad.system.fsutil import atomic_copy, same_file, unique_path
+from lorad.workspace import epoch_file_name, epoch_files
+
+MAX_EXTRA_EPOCHS = 100
 
 
 def retry(store: Store, job: Job) -> Job:
@@ -43,3 +54,70 @@ def recaption(store: Store, job: Job) -> Job:
         raise RequestError(f"job {job.id} changed meanwhile; look again with lorad show")
     store.event(job.id, "recaption requested with the current caption settings")
     return store.get(job.id)
+
+
+def lineage(ctx: Context, job: Job) -> list[Job]:
+    """Every job whose results share this job's outbox folder, oldest first."""
+    if not job.outbox_dir:
+        return [job]
+    return [j for j in ctx.store.jobs() if j.outbox_dir == job.outbox_dir]
+
+
+def outbox_epochs(job: Job) -> list[int]:
+    """The epochs of this job's LoRA in its outbox folder."""
+    return list(epoch_files(Path(job.outbox_dir or ""), job.token or ""))
+
+
+def resume(ctx: Context, job: Job, epochs: int, from_epoch: int | None = None) -> Job:
+    """Queue a follow-up training of `epochs` more epochs, starting from an epoch of `job`."""
+    if job.state != "done":
+        raise RequestError(f"job {job.id} is {job.state}; only a finished training can be "
+                           "resumed (lorad retry continues a failed one)")
+    if not 1 <= epochs <= MAX_EXTRA_EPOCHS:
+        raise RequestError(f"epochs must be 1 to {MAX_EXTRA_EPOCHS} (got {epochs})")
+    running = [j for j in lineage(ctx, job) if j.state not in FINAL]
+    if running:
+        raise RequestError(f"job {running[0].id} is still working on this LoRA; wait until it "
+                           "is done")
+    available = outbox_epochs(job)
+    start = from_epoch if from_epoch is not None else (max(available) if available else None)
+    if start is None or start not in available:
+        have = ", ".join(map(str, available)) or "none"
+        raise RequestError(f"epoch {start} of {job.token} is not in {job.outbox_dir} "
+                           f"(epochs there: {have})")
+    store = ctx.store
+    train = {"start_epoch": start, "target": start + epochs, "ladder": list(
+        job.train.get("ladder", [])), "adjust": dict(job.train.get("adjust", {})),
+        "images": job.train.get("images"), "repeats": job.train.get("repeats")}
+    with store.transaction():
+        child = store.create_job(
+            job.name, state="queued", stage="train", kind="resume", parent_id=job.id,
+            token=job.token, model=job.model, settings=job.settings, outbox_dir=job.outbox_dir,
+            content_hash=job.content_hash, train=train,
+            options={"resume": {"parent": job.id, "from": start, "epochs": epochs}},
+        )
+        store.update(child, work_dir=str(ctx.settings.job_dir(child)))
+        store.event(child, f"follow-up of job {job.id}: epochs {start + 1} to {start + epochs}, "
+                           f"starting from epoch {start}")
+        store.event(job.id, f"resumed as job {child}: {epochs} more epochs from epoch {start}")
+    return store.get(child)
+
+
+def pick(ctx: Context, job: Job, epoch: int) -> Path:
+    """Make epoch `epoch` the LoRA: <token>.safetensors in the outbox and the copy_to folders."""
+    outbox = Path(job.outbox_dir or "")
+    chosen = outbox / epoch_file_name(job.token or "", epoch)
+    if not chosen.is_file():
+        have = ", ".join(map(str, outbox_epochs(job))) or "none"
+        raise RequestError(f"there is no epoch {epoch} of {job.token} in {outbox} "
+                           f"(epochs there: {have})")
+    final = outbox / f"{job.token}.safetensors"
+    if final.exists() and not any(same_file(final, outbox / epoch_file_name(job.token or "", n))
+                                  for n in outbox_epochs(job)):
+        os.rename(final, unique_path(outbox / "replaced" / final.name))
+    atomic_copy(chosen, final)
+    for folder in ctx.settings.deliver.copy_to:
+        atomic_copy(chosen, Path(folder) / final.name)
+    write_owner(outbox, {"picked_epoch": epoch})
+    ctx.store.event(job.id, f"epoch {epoch} picked as {final}")
+    return final

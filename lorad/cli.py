@@ -17,9 +17,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from lorad import actions
+from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.store import Job, JobNotFound, Store
-from lorad.training.followup import RequestError
 
 # Long lines (paths, messages) are never broken: they are often copied and pasted.
 console = Console(soft_wrap=True)
@@ -98,7 +98,13 @@ def main(ctx: click.Context) -> None:
               default=None, help="overrides log_level of the configuration")
 @pass_env
 def run(env: Env, log_level: str | None) -> None:
-    """Run the daemon in the foreground (logs go to stderr)."""
+    """Run the daemon in the foreground (logs go to stderr).
+
+    \b
+    Examples:
+      lorad -c /etc/lorad/lorad.toml run
+      lorad run --log-level DEBUG
+    """
     from lorad.daemon.loop import Daemon
     from lorad.errors import CannotStart
     from lorad.system import logs
@@ -150,7 +156,13 @@ def status_table(jobs: list[Job]) -> Table:
 @click.option("--watch", "-w", is_flag=True, help="keep refreshing (Ctrl-C to leave)")
 @pass_env
 def status(env: Env, as_json: bool, watch: bool) -> None:
-    """Every job: id, token, state, stage, progress, age."""
+    """Every job: id, token, state, stage, progress, age.
+
+    \b
+    Examples:
+      lorad status --watch
+      lorad status --json
+    """
     settings = env.settings
     if not settings.db_path.exists():
         if as_json:
@@ -179,7 +191,13 @@ def status(env: Env, as_json: bool, watch: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_env
 def show(env: Env, job: str, as_json: bool) -> None:
-    """One job in full: settings, training, events, notifications."""
+    """One job in full: settings, training, events, notifications.
+
+    \b
+    Examples:
+      lorad show 12
+      lorad show alice --json
+    """
     store = env.store()
     with store.snapshot():
         found = env.find(store, job)
@@ -220,7 +238,12 @@ def show(env: Env, job: str, as_json: bool) -> None:
 @click.argument("job")
 @pass_env
 def command(env: Env, job: str) -> None:
-    """The exact training command of a job, one argument a line."""
+    """The exact training command of a job, one argument a line.
+
+    \b
+    Example:
+      lorad command 12
+    """
     from lorad.context import Context
     from lorad.errors import StageFailed
     from lorad.training.stage import preview_command
@@ -241,7 +264,13 @@ def command(env: Env, job: str) -> None:
 @click.option("--lines", "-n", type=int, default=0, help="only the last N lines")
 @pass_env
 def logs(env: Env, job: str, follow: bool, lines: int) -> None:
-    """Print a job's train.log (the trainer's output)."""
+    """Print a job's train.log (the trainer's output).
+
+    \b
+    Examples:
+      lorad logs 12 -f
+      lorad logs alice -n 50
+    """
     from lorad.workspace import JobPaths
 
     store, found = env.job(job)
@@ -284,7 +313,12 @@ def _act(env: Env, ref: str, action: Callable[[Store, Job], Any],
 @click.argument("job")
 @pass_env
 def retry(env: Env, job: str) -> None:
-    """Run a failed job again from the stage it failed in."""
+    """Run a failed job again from the stage it failed in.
+
+    \b
+    Example:
+      lorad retry 12
+    """
     _act(env, job, actions.retry, lambda j: f"job {j.id} queued again at the {j.stage} stage")
 
 
@@ -292,7 +326,12 @@ def retry(env: Env, job: str) -> None:
 @click.argument("job")
 @pass_env
 def cancel(env: Env, job: str) -> None:
-    """Stop a job (a running training gets SIGTERM, then SIGKILL)."""
+    """Stop a job (a running training gets SIGTERM, then SIGKILL).
+
+    \b
+    Example:
+      lorad cancel 12
+    """
     _act(env, job, actions.cancel, lambda j: f"job {j.id} cancelled" if j.state == "cancelled"
          else f"job {j.id}: cancel requested; the running {j.stage} stage stops within seconds "
               "(finished epochs are kept)")
@@ -302,7 +341,12 @@ def cancel(env: Env, job: str) -> None:
 @click.argument("job")
 @pass_env
 def recaption(env: Env, job: str) -> None:
-    """Caption a job's images again with the current settings."""
+    """Caption a job's images again with the current settings.
+
+    \b
+    Example:
+      lorad recaption 12
+    """
     _act(env, job, actions.recaption, lambda j: f"job {j.id} queued for captioning")
 
 
@@ -313,11 +357,16 @@ def recaption(env: Env, job: str) -> None:
               help="start from this epoch (default: the newest)")
 @pass_env
 def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
-    """Train an undertrained LoRA for more epochs (results land in the same outbox folder)."""
-    from lorad.context import Context
-    from lorad.training.followup import resume as queue_resume
+    """Train an undertrained LoRA for more epochs (results land in the same outbox folder).
 
-    _act(env, job, lambda store, found: queue_resume(Context(env.settings, store), found, epochs,
+    \b
+    Examples:
+      lorad resume 12 --epochs 2
+      lorad resume alice --epochs 3 --from 4
+    """
+    from lorad.context import Context
+
+    _act(env, job, lambda store, found: actions.resume(Context(env.settings, store), found, epochs,
                                                      from_epoch),
          lambda child: f"job {child.id} queued: epochs {child.train['start_epoch'] + 1} to "
                        f"{child.train['target']} of {child.token}, from epoch "
@@ -329,11 +378,15 @@ def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
 @click.option("--epoch", type=int, required=True, help="the epoch to use")
 @pass_env
 def pick(env: Env, job: str, epoch: int) -> None:
-    """Make an earlier epoch the LoRA (<token>.safetensors and the copy_to folders)."""
-    from lorad.context import Context
-    from lorad.training.followup import pick as pick_epoch
+    """Make an earlier epoch the LoRA (<token>.safetensors and the copy_to folders).
 
-    _act(env, job, lambda store, found: pick_epoch(Context(env.settings, store), found, epoch),
+    \b
+    Example:
+      lorad pick 12 --epoch 4
+    """
+    from lorad.context import Context
+
+    _act(env, job, lambda store, found: actions.pick(Context(env.settings, store), found, epoch),
          lambda final: f"epoch {epoch} is now {final}")
 
 
@@ -350,7 +403,12 @@ def pick(env: Env, job: str, epoch: int) -> None:
 @pass_env
 def prepare(env: Env, subject_dir: Path, out: Path, token: str | None, no_caption: bool,
             make_zip: bool) -> None:
-    """Check, convert, lay out and caption one subject folder; exit 1 if it is refused."""
+    """Check, convert, lay out and caption one subject folder; exit 1 if it is refused.
+
+    \b
+    Example:
+      lorad prepare ~/photos/alice --out /tmp/alice-dataset --zip
+    """
     from lorad.dataset.oneshot import OneShotError, prepare_folder
 
     try:
@@ -366,7 +424,12 @@ def prepare(env: Env, subject_dir: Path, out: Path, token: str | None, no_captio
 @click.option("--send-test", is_flag=True, help="also send a test notification")
 @pass_env
 def doctor(env: Env, send_test: bool) -> None:
-    """Check the configuration and the machine; exit 1 if anything fails."""
+    """Check the configuration and the machine; exit 1 if anything fails.
+
+    \b
+    Example:
+      lorad doctor --send-test
+    """
     from rich.markup import escape
 
     from lorad.doctor.findings import run_checks

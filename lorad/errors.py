@@ -16,6 +16,11 @@ class Cancelled(Exception):
     """The job was cancelled (lorad cancel JOB) or the daemon is stopping."""
 
 
+class RequestError(Exception):
+    """A person's request (retry, cancel, resume, pick...) that cannot be done; the message says
+    why and what would work."""
+
+
 class CannotStart(Exception):
     """The daemon cannot use one of its folders (missing, not writable, not a folder)."""
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lorad.settings import Settings
+from lorad.store import Job
 from lorad.training.kohya.presets import load_preset
 
 SUBJECT_FILE = "lora.toml"
@@ -201,8 +202,21 @@ class SubjectSettings(Strict):
         prompts = self.sample_prompts or ["photo of {token}"]
         return [p.replace("{token}", self.token) for p in prompts]
 
+    def strict_or(self, daemon_strict: bool) -> bool:
+        """Whether a warning refuses the folder: this subject's `strict`, else prepare.strict."""
+        return daemon_strict if self.strict is None else self.strict
+
+    def captions_or(self, daemon_enabled: bool) -> bool:
+        """Whether BLIP captions this subject: its [caption] enabled, else caption.enabled."""
+        return daemon_enabled if self.caption.enabled is None else self.caption.enabled
+
     def repeats_for(self, image_count: int) -> int:
         return self.repeats or max(1, 400 // max(1, image_count))
+
+
+def subject_of(job: Job) -> SubjectSettings:
+    """The subject settings a job was accepted with (its lora.toml, filled in by prepare)."""
+    return SubjectSettings.model_validate(job.settings)
 
 
 def token_from_name(name: str) -> str | None:

@@ -12,6 +12,7 @@ work/<id>/train.log          everything Kohya printed, all runs
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,4 +79,15 @@ class JobPaths:
 
 
 def epoch_file_name(token: str, epoch: int) -> str:
+    """How lorad names epoch `epoch` of `token`'s LoRA, in the work folder and the outbox."""
     return f"{token}-{epoch:06d}.safetensors"
+
+
+def epoch_files(folder: Path, token: str) -> dict[int, Path]:
+    """The epoch files of `token` in `folder` (named by epoch_file_name), by epoch, oldest first."""
+    found = {}
+    for path in folder.glob(f"{glob.escape(token)}-*.safetensors"):
+        number = path.name.removeprefix(f"{token}-").removesuffix(".safetensors")
+        if number.isdigit() and path.name == epoch_file_name(token, int(number)):
+            found[int(number)] = path
+    return dict(sorted(found.items()))

@@ -65,5 +65,13 @@ def trainer_runs(control: Path) -> list[dict[str, Any]]:
     return [r for r in runs if r["script"].endswith("train_network.py")]
 
 
+def trainer_exits(control: Path) -> dict[int, dict[str, Any]]:
+    """The stand-in trainer processes that ended by themselves (not killed by a signal), by pid."""
+    path = control.with_name(control.name + ".exits.jsonl")
+    if not path.exists():
+        return {}
+    return {e["pid"]: e for e in map(json.loads, path.read_text().splitlines()) if e}
+
+
 def arg(argv: list[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv else None

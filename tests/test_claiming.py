@@ -23,6 +23,7 @@ import pytest
 
 from lorad.context import Context
 from lorad.inbox import claim as ingest
+from lorad.inbox import refuse
 from lorad.inbox.watcher import Inbox
 from lorad.settings import Settings, WatchSettings
 from lorad.store import Store
@@ -37,6 +38,11 @@ def make_context(state: Path, inbox: Path) -> Context:
     for folder in (settings.inbox, settings.outbox, settings.work_dir):
         folder.mkdir(parents=True, exist_ok=True)
     return Context(settings, Store(settings.db_path))
+
+
+def claim_one(ctx: Context, folder: Path, *heartbeat: ingest.Heartbeat) -> int | None:
+    """Claim one settled folder as the daemon does (in a batch of one): its job id, or None."""
+    return ingest.claim_all(ctx, [folder], *heartbeat)[0]
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +135,7 @@ def test_a_claim_moves_the_folder_in_one_rename_and_queues_the_job(ctx, monkeypa
     real = os.rename
     monkeypatch.setattr(os, "rename", lambda a, b: (renames.append((a, b)), real(a, b)))
     monkeypatch.setattr(ingest, "copy_tree_verified", None)  # never called on one filesystem
-    job_id = ingest.claim(ctx, ctx.settings.inbox / "alice")
+    job_id = claim_one(ctx, ctx.settings.inbox / "alice")
     job = ctx.store.get(job_id)
     assert renames == [(ctx.settings.inbox / "alice", Path(job.source_dir))]
     assert outcome(ctx, "alice", contents) == "job"
@@ -139,7 +145,7 @@ def test_a_claim_moves_the_folder_in_one_rename_and_queues_the_job(ctx, monkeypa
 def test_across_filesystems_the_folder_is_copied_verified_then_removed(tmp_path, tmpfs_inbox):
     ctx = make_context(tmp_path / "state", tmpfs_inbox)
     contents = drop(tmpfs_inbox, "alice")
-    job_id = ingest.claim(ctx, tmpfs_inbox / "alice")
+    job_id = claim_one(ctx, tmpfs_inbox / "alice")
     assert job_id is not None
     assert outcome(ctx, "alice", contents) == "job"
     source = Path(ctx.store.get(job_id).source_dir)
@@ -150,7 +156,7 @@ def test_across_filesystems_the_folder_is_copied_verified_then_removed(tmp_path,
 def test_across_filesystems_by_exdev_the_folder_is_copied_verified_then_removed(ctx, monkeypatch):
     contents = drop(ctx.settings.inbox, "alice")
     monkeypatch.setattr(os, "rename", exdev_between(ctx.settings.inbox, ctx.settings.state_dir))
-    assert ingest.claim(ctx, ctx.settings.inbox / "alice") is not None
+    assert claim_one(ctx, ctx.settings.inbox / "alice") is not None
     assert outcome(ctx, "alice", contents) == "job"
 
 
@@ -182,7 +188,7 @@ def test_the_heartbeat_comes_while_a_folder_is_copied(ctx, monkeypatch):
     def heartbeat() -> None:
         copied_so_far.append(len(list(partial.rglob("*.jpg"))) if partial.exists() else 0)
 
-    assert ingest.claim(ctx, ctx.settings.inbox / "alice", heartbeat) == 1
+    assert claim_one(ctx, ctx.settings.inbox / "alice", heartbeat) == 1
     during = [count for count in copied_so_far if 0 < count < 6]
     assert during, copied_so_far  # called with the copy half done, not only before or after
 
@@ -197,7 +203,7 @@ def test_a_copy_that_does_not_verify_is_undone_and_the_folder_stays_in_the_inbox
         raise OSError(f"copy of {source} to {target} does not match the original")
 
     monkeypatch.setattr(ingest, "copy_tree_verified", bad_copy)
-    assert ingest.claim(ctx, ctx.settings.inbox / "alice") is None
+    assert claim_one(ctx, ctx.settings.inbox / "alice") is None
     assert outcome(ctx, "alice", contents) == "inbox"
 
 
@@ -208,15 +214,15 @@ def test_a_folder_that_cannot_be_moved_stays_in_the_inbox_with_no_job(ctx, monke
         raise PermissionError(errno.EACCES, "Permission denied", str(src))
 
     monkeypatch.setattr(os, "rename", refuse)
-    assert ingest.claim(ctx, ctx.settings.inbox / "alice") is None
+    assert claim_one(ctx, ctx.settings.inbox / "alice") is None
     monkeypatch.undo()
     assert outcome(ctx, "alice", contents) == "inbox"
-    assert ingest.claim(ctx, ctx.settings.inbox / "alice") is not None  # "will try again"
+    assert claim_one(ctx, ctx.settings.inbox / "alice") is not None  # "will try again"
     assert outcome(ctx, "alice", contents) == "job"
 
 
 def test_a_folder_that_vanished_before_the_claim_leaves_no_job(ctx):
-    assert ingest.claim(ctx, ctx.settings.inbox / "gone") is None
+    assert claim_one(ctx, ctx.settings.inbox / "gone") is None
     assert ctx.store.jobs() == [] and list(ctx.settings.work_dir.iterdir()) == []
 
 
@@ -231,7 +237,7 @@ def test_the_claiming_row_is_committed_durably_before_the_folder_moves(ctx, monk
 
     monkeypatch.setattr(ctx.store, "create_job", spy)
     drop(ctx.settings.inbox, "alice")
-    assert ingest.claim(ctx, ctx.settings.inbox / "alice") is not None
+    assert claim_one(ctx, ctx.settings.inbox / "alice") is not None
     assert seen == [2]  # FULL
     assert ctx.store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again
 
@@ -241,7 +247,7 @@ def test_a_leftover_work_folder_is_set_aside_never_claimed_into(ctx):
     leftover.mkdir(parents=True)
     (leftover / "old.jpg").write_bytes(b"an earlier job's photo")
     contents = drop(ctx.settings.inbox, "alice")
-    assert ingest.claim(ctx, ctx.settings.inbox / "alice") == 1
+    assert claim_one(ctx, ctx.settings.inbox / "alice") == 1
     assert outcome(ctx, "alice", contents) == "job"
     kept = ctx.settings.work_dir / "000001.orphaned" / "source"
     assert tree(kept) == {"old.jpg": b"an earlier job's photo"}
@@ -261,7 +267,7 @@ def test_folders_claimed_together_each_get_their_own_job_even_if_one_cannot_be_t
 def test_a_link_out_of_the_inbox_is_moved_to_failed_with_its_reason(ctx):
     link = ctx.settings.inbox / "etc"
     link.symlink_to("/etc")
-    job_id = ingest.reject_link(ctx, link, Path("/etc"))
+    job_id = refuse.reject_link(ctx, link, Path("/etc"))
     job = ctx.store.get(job_id)
     assert job.state == "rejected" and "outside the inbox" in (job.error or "")
     moved = ctx.settings.failed_dir / "etc"
@@ -279,7 +285,7 @@ def test_a_link_is_moved_to_failed_even_when_rename_crosses_mounts(ctx, monkeypa
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
 
     monkeypatch.setattr(os, "rename", exdev)
-    job_id = ingest.reject_link(ctx, link, Path("/etc"))
+    job_id = refuse.reject_link(ctx, link, Path("/etc"))
     assert job_id is not None and ctx.store.get(job_id).state == "rejected"
     moved = ctx.settings.failed_dir / "etc"
     assert os.readlink(moved) == "/etc" and not link.is_symlink()
@@ -288,7 +294,7 @@ def test_a_link_is_moved_to_failed_even_when_rename_crosses_mounts(ctx, monkeypa
 
 def test_a_link_that_vanished_before_it_was_refused_leaves_no_job(ctx):
     """Removed by its owner between the scan and the refusal: nothing to record, no crash."""
-    assert ingest.reject_link(ctx, ctx.settings.inbox / "etc", Path("/etc")) is None
+    assert refuse.reject_link(ctx, ctx.settings.inbox / "etc", Path("/etc")) is None
     assert ctx.store.jobs() == []
 
 
@@ -360,7 +366,7 @@ def _crash_child(ctx: Context, name: str, point: str, exdev: bool) -> None:
             (parked / "photo_1.jpg").unlink(), shutil.rmtree(parked / "more"), die())
     else:
         raise AssertionError(point)
-    ingest.claim(ctx, settings.inbox / name)
+    claim_one(ctx, settings.inbox / name)
 
 
 def crash_claim(ctx: Context, name: str, point: str, *, exdev: bool = False) -> None:
@@ -399,7 +405,7 @@ def test_a_crash_while_claiming_leaves_the_folder_in_the_inbox_or_in_its_job(ctx
     ingest.recover_claims(make_context(ctx.settings.state_dir, ctx.settings.inbox))
     assert outcome(ctx, "alice", contents) == where
     if where == "inbox":  # and the next claim takes it as usual
-        assert ingest.claim(ctx, ctx.settings.inbox / "alice") is not None
+        assert claim_one(ctx, ctx.settings.inbox / "alice") is not None
         assert outcome(ctx, "alice", contents) == "job"
 
 
@@ -492,7 +498,7 @@ def test_a_job_cancelled_while_its_folder_moves_ends_cancelled_with_its_folder_k
         take(folder, paths, job_id, heartbeat)
 
     monkeypatch.setattr(ingest, "_take", cancel_then_take)
-    job_id = ingest.claim(ctx, ctx.settings.inbox / "alice")
+    job_id = claim_one(ctx, ctx.settings.inbox / "alice")
     job = ctx.store.get(job_id)
     assert (job.state, job.cancel_requested) == ("cancelled", 1)
     assert job.source_dir and tree(Path(job.source_dir)) == contents

@@ -15,11 +15,12 @@ from lorad.captioning import stage as caption
 from lorad.context import Context
 from lorad.daemon import loop as daemon
 from lorad.daemon.loop import Daemon
-from lorad.settings import load_settings
+from lorad.daemon.scheduler import Scheduler
+from lorad.delivery import requests
+from lorad.settings import Settings, load_settings
 from lorad.store import Store
 from lorad.system import children
 from lorad.system.sdnotify import SystemdNotifier
-from lorad.training import followup
 from tests.notify_socket import NotifySocket
 
 
@@ -51,7 +52,8 @@ def test_a_stop_waits_no_longer_than_its_deadline_and_names_the_job_still_runnin
     assert lorad.ctx is not None
     job_id = lorad.ctx.store.create_job("stuck", state="training", stage="train", token="stuck")
     driver = threading.Event()  # a trainer stuck in the GPU driver never returns
-    lorad._spawn(driver.wait, name=f"lorad-train-{job_id}")
+    assert lorad.scheduler is not None
+    lorad.scheduler.spawn(driver.wait, name=f"lorad-train-{job_id}")
     result: list[bool] = []
     began = time.monotonic()
     stopper = threading.Thread(target=lambda: result.append(lorad.shutdown()), daemon=True)
@@ -82,11 +84,14 @@ def test_a_stop_with_nothing_running_returns_at_once(config, notify):
 
 
 # ---- where BLIP runs ------------------------------------------------------------------------
+def scheduler_for(settings: Settings) -> Scheduler:
+    return Scheduler(Context(settings, Store(settings.db_path)), settings.gpus, threading.Event())
+
+
 def test_blip_on_a_gpu_lorad_trains_on_waits_for_it_and_holds_its_slot(config, monkeypatch):
     settings = load_settings(config(gpus=[0, 1], caption={"device": "cuda:1"}))
-    lorad = Daemon(settings)
-    lorad.ctx = Context(settings, Store(settings.db_path))
-    lorad.ctx.store.create_job("ann", state="queued", stage="caption", token="ann")
+    scheduler = scheduler_for(settings)
+    scheduler.ctx.store.create_job("ann", state="queued", stage="caption", token="ann")
     monkeypatch.setattr(caption, "uses_blip", lambda ctx, job: True)
     spawned: list[tuple] = []
 
@@ -94,27 +99,28 @@ def test_blip_on_a_gpu_lorad_trains_on_waits_for_it_and_holds_its_slot(config, m
         spawned.append(args)
         return threading.Thread(target=lambda: None)  # never started: not alive
 
-    monkeypatch.setattr(lorad, "_spawn", spawn)
+    monkeypatch.setattr(scheduler, "spawn", spawn)
     try:
-        lorad.slots[1] = 7  # job 7 trains on GPU 1
-        lorad._dispatch_captions()
-        assert spawned == [] and lorad.slots == {0: None, 1: 7}  # GPU 0 is free, but not its
-        lorad.slots[1] = None
-        lorad._dispatch_captions()
+        scheduler.slots[1] = 7  # job 7 trains on GPU 1
+        scheduler.dispatch_captions()
+        assert spawned == [] and scheduler.slots == {0: None, 1: 7}  # GPU 0 is free, not its
+        scheduler.slots[1] = None
+        scheduler.dispatch_captions()
         [(jobs, env, gpu)] = spawned
         assert gpu == 1 and env == {} and [job.name for job in jobs] == ["ann"]
-        assert lorad.slots == {0: None, 1: "caption"}  # no training starts on GPU 1 meanwhile
+        assert scheduler.slots == {0: None, 1: "caption"}  # no training starts on GPU 1 meanwhile
     finally:
-        lorad.cpu.shutdown()
-        lorad.ctx.store.close()
+        scheduler.cpu.shutdown()
+        scheduler.ctx.store.close()
 
 
 def test_blip_on_a_gpu_lorad_does_not_train_on_takes_no_slot(config, monkeypatch):
     settings = load_settings(config(gpus=[0], caption={"device": "cuda:1"}))
-    lorad = Daemon(settings)
-    lorad.slots[0] = 7
-    assert lorad._caption_placement() == (None, {})
-    lorad.cpu.shutdown()
+    scheduler = scheduler_for(settings)
+    scheduler.slots[0] = 7
+    assert scheduler.caption_placement() == (None, {})
+    scheduler.cpu.shutdown()
+    scheduler.ctx.store.close()
 
 
 # ---- one bad step ---------------------------------------------------------------------------
@@ -127,10 +133,10 @@ def test_an_error_reading_outbox_requests_is_logged_once_and_the_loop_goes_on(
         calls.append(ctx)
         raise PermissionError(13, "Permission denied", str(ctx.settings.outbox / "x"))
 
-    monkeypatch.setattr(followup, "scan_requests", broken)
+    monkeypatch.setattr(requests, "scan_requests", broken)
     try:
         for _ in range(3):
-            lorad._next_request_scan = 0.0
+            lorad.next_request_scan = 0.0
             lorad.step()  # does not raise
     finally:
         lorad.shutdown()

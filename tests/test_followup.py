@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from lorad import actions
+from lorad.delivery import requests
 from lorad.delivery import stage as deliver
+from lorad.errors import RequestError
 from lorad.system.fsutil import file_hash
-from lorad.training import followup
 from lorad.training import stage as train
-from lorad.training.followup import RequestError
 from tests.jobs import arg, context, prepared_job, trainer_runs
 
 
@@ -38,7 +39,7 @@ def done_job(config):
 
 def test_resume_continues_from_the_saved_state_with_real_epoch_numbers(done_job, fake_trainer):
     ctx, job_id = done_job
-    child = followup.resume(ctx, ctx.store.get(job_id), epochs=2)
+    child = actions.resume(ctx, ctx.store.get(job_id), epochs=2)
     assert (child.stage, child.parent_id) == ("train", job_id)
     train_and_deliver(ctx, child.id)
     argv = trainer_runs(fake_trainer())[-1]["argv"]
@@ -54,7 +55,7 @@ def test_resume_continues_from_the_saved_state_with_real_epoch_numbers(done_job,
 def test_resume_from_weights_when_the_work_folder_was_cleaned(done_job, fake_trainer):
     ctx, job_id = done_job
     shutil.rmtree(ctx.paths(ctx.store.get(job_id)).root)  # someone cleaned the work area
-    child = followup.resume(ctx, ctx.store.get(job_id), epochs=2, from_epoch=3)
+    child = actions.resume(ctx, ctx.store.get(job_id), epochs=2, from_epoch=3)
     train_and_deliver(ctx, child.id)
     argv = trainer_runs(fake_trainer())[-1]["argv"]
     assert "--resume" not in argv
@@ -70,7 +71,7 @@ def test_resume_from_an_earlier_epoch_keeps_the_files_it_replaces(done_job):
     ctx, job_id = done_job
     out = ctx.settings.outbox / "alice"
     old_third = file_hash(out / "alice-000003.safetensors")
-    child = followup.resume(ctx, ctx.store.get(job_id), epochs=1, from_epoch=2)
+    child = actions.resume(ctx, ctx.store.get(job_id), epochs=1, from_epoch=2)
     train_and_deliver(ctx, child.id)
     kept = list((out / "replaced").rglob("alice-000003.safetensors"))
     assert len(kept) == 1 and file_hash(kept[0]) == old_third
@@ -80,25 +81,25 @@ def test_resume_refuses_what_cannot_be_done(done_job):
     ctx, job_id = done_job
     job = ctx.store.get(job_id)
     with pytest.raises(RequestError, match="epoch 9 of alice is not in"):
-        followup.resume(ctx, job, epochs=2, from_epoch=9)
+        actions.resume(ctx, job, epochs=2, from_epoch=9)
     with pytest.raises(RequestError, match="epochs must be 1 to"):
-        followup.resume(ctx, job, epochs=0)
-    followup.resume(ctx, job, epochs=1)
+        actions.resume(ctx, job, epochs=0)
+    actions.resume(ctx, job, epochs=1)
     with pytest.raises(RequestError, match="still working on this LoRA"):
-        followup.resume(ctx, job, epochs=1)
+        actions.resume(ctx, job, epochs=1)
 
 
 def test_pick_makes_an_earlier_epoch_the_lora(done_job):
     ctx, job_id = done_job
     out = ctx.settings.outbox / "alice"
-    final = followup.pick(ctx, ctx.store.get(job_id), 2)
+    final = actions.pick(ctx, ctx.store.get(job_id), 2)
     assert final == out / "alice.safetensors"
     assert file_hash(final) == file_hash(out / "alice-000002.safetensors")
     assert (out / "alice-000003.safetensors").is_file()  # the previous final, under its epoch
     copied = Path(ctx.settings.deliver.copy_to[0]) / "alice.safetensors"
     assert file_hash(copied) == file_hash(final)
     with pytest.raises(RequestError, match="no epoch 7"):
-        followup.pick(ctx, ctx.store.get(job_id), 7)
+        actions.pick(ctx, ctx.store.get(job_id), 7)
 
 
 def _request(ctx, name: str, text: str) -> Path:
@@ -116,7 +117,7 @@ def _settled(path: Path) -> Path:
 def test_a_pick_file_in_the_outbox_is_acted_on(done_job):
     ctx, _ = done_job
     request = _request(ctx, "pick.toml", "epoch = 1\n")
-    followup.scan_requests(ctx)
+    requests.scan_requests(ctx)
     out = request.parent
     assert not request.exists()
     assert "epoch 1 copied" in (out / "pick.done.toml").read_text()
@@ -126,7 +127,7 @@ def test_a_pick_file_in_the_outbox_is_acted_on(done_job):
 def test_a_resume_file_in_the_outbox_queues_a_follow_up(done_job):
     ctx, job_id = done_job
     _request(ctx, "resume.toml", "epochs = 2\nfrom = 3\n")
-    followup.scan_requests(ctx)
+    requests.scan_requests(ctx)
     children = [j for j in ctx.store.jobs() if j.parent_id == job_id]
     assert len(children) == 1 and children[0].train["target"] == 5
     done = (ctx.settings.outbox / "alice" / "resume.done.toml").read_text()
@@ -143,7 +144,7 @@ def test_a_resume_file_in_the_outbox_queues_a_follow_up(done_job):
 def test_a_bad_resume_file_gets_an_error_file_with_the_reason(done_job, text, reason):
     ctx, job_id = done_job
     request = _request(ctx, "resume.toml", text)
-    followup.scan_requests(ctx)
+    requests.scan_requests(ctx)
     error = request.with_name("resume.error.txt").read_text()
     assert reason in error and not request.exists()
     assert [j for j in ctx.store.jobs() if j.parent_id == job_id] == []
@@ -153,14 +154,14 @@ def test_a_request_still_being_written_waits(done_job):
     ctx, _ = done_job
     request = ctx.settings.outbox / "alice" / "pick.toml"
     request.write_text("epoch = ")
-    followup.scan_requests(ctx)
+    requests.scan_requests(ctx)
     assert request.exists()  # not read yet: it is too fresh
 
 
 def test_unparseable_request_content_is_not_copied_into_the_error_file(done_job):
     ctx, _ = done_job
     request = _request(ctx, "resume.toml", "epochs = \nhunter2-secret = [\n")
-    followup.scan_requests(ctx)
+    requests.scan_requests(ctx)
     error = request.with_name("resume.error.txt").read_text()
     assert "not valid TOML" in error and "hunter2" not in error
 
@@ -172,7 +173,7 @@ def test_a_folder_named_like_a_request_is_answered_once_and_the_scan_goes_on(don
     folder.mkdir()
     _settled(folder)
     _request(ctx, "resume.toml", "epochs = 1\n")
-    followup.scan_requests(ctx)  # must not raise
+    requests.scan_requests(ctx)  # must not raise
     error = folder.with_name("pick.error.txt")
     assert "pick.toml is a folder" in error.read_text()
     assert folder.is_dir()  # a person's folder is left alone
@@ -181,7 +182,7 @@ def test_a_folder_named_like_a_request_is_answered_once_and_the_scan_goes_on(don
     assert any(m.startswith(f"job {job_id} (alice): ") and "pick.toml is a folder" in m
                for m in warnings)
     answered = error.stat().st_mtime_ns
-    followup.scan_requests(ctx)
+    requests.scan_requests(ctx)
     assert error.stat().st_mtime_ns == answered  # not answered again on every scan
 
 
@@ -192,7 +193,7 @@ def test_a_request_that_links_elsewhere_is_refused_without_reading_its_target(do
     link = ctx.settings.outbox / "alice" / "resume.toml"
     link.symlink_to(secret)
     _settled(link)
-    followup.scan_requests(ctx)
+    requests.scan_requests(ctx)
     error = link.with_name("resume.error.txt").read_text()
     assert "symbolic link" in error and "hunter2" not in error
     assert not link.is_symlink() and not link.exists()  # the link is gone...
@@ -203,9 +204,9 @@ def test_a_request_that_links_elsewhere_is_refused_without_reading_its_target(do
 def test_an_oversized_request_is_refused_and_not_copied(done_job):
     ctx, job_id = done_job
     request = _request(ctx, "resume.toml", "epochs = 2\n# hunter2 " + "x" * 10_000 + "\n")
-    followup.scan_requests(ctx)
+    requests.scan_requests(ctx)
     error = request.with_name("resume.error.txt").read_text()
-    assert f"at most {followup.MAX_REQUEST_BYTES} bytes" in error and "hunter2" not in error
+    assert f"at most {requests.MAX_REQUEST_BYTES} bytes" in error and "hunter2" not in error
     assert not request.exists()
     assert [j for j in ctx.store.jobs() if j.parent_id == job_id] == []
 
@@ -220,8 +221,8 @@ def test_a_request_that_cannot_be_opened_gets_the_reason(done_job, monkeypatch):
             raise PermissionError(13, "Permission denied")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(followup.os, "open", refuse)
-    followup.scan_requests(ctx)
+    monkeypatch.setattr(requests.os, "open", refuse)
+    requests.scan_requests(ctx)
     error = request.with_name("pick.error.txt").read_text()
     assert "pick.toml cannot be read (Permission denied)" in error
 
@@ -234,7 +235,7 @@ def test_an_unreadable_request_file_gets_the_reason(done_job):
     ctx, _ = done_job
     request = _request(ctx, "pick.toml", "epoch = 1\n")
     request.chmod(0)
-    followup.scan_requests(ctx)
+    requests.scan_requests(ctx)
     error = request.with_name("pick.error.txt").read_text()
     assert "pick.toml cannot be read (Permission denied)" in error
 
@@ -247,10 +248,10 @@ def test_an_unexpected_failure_is_logged_with_the_job_and_the_scan_goes_on(done_
     def broken(*args, **kwargs):
         raise RuntimeError("the store went away")
 
-    monkeypatch.setattr(followup, "resume", broken)
+    monkeypatch.setattr(actions, "resume", broken)
     resume_request = _request(ctx, "resume.toml", "epochs = 1\n")
     _request(ctx, "pick.toml", "epoch = 1\n")
-    followup.scan_requests(ctx)  # must not raise
+    requests.scan_requests(ctx)  # must not raise
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(m.startswith(f"job {job_id} (alice): ") and "the store went away" in m
                for m in errors)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from lorad.errors import Cancelled, StageFailed
+from lorad.training import epochs
 from lorad.training import stage as train
 from lorad.training.kohya.outputs import safetensors_problem
 from tests.jobs import arg, context, prepared_job, trainer_runs
@@ -275,7 +276,7 @@ def test_cancel_stops_the_run_and_keeps_finished_epochs(config, fake_trainer):
     deadline = time.monotonic() + 30
     while not epochs_in(ctx, job_id) and time.monotonic() < deadline:
         time.sleep(0.1)
-        train.harvest(ctx, ctx.store.get(job_id), dict(ctx.store.get(job_id).train))
+        epochs.harvest(ctx, ctx.store.get(job_id), dict(ctx.store.get(job_id).train))
     ctx.store.update(job_id, cancel_requested=1)
     worker.join(30)
     assert not worker.is_alive()

@@ -22,13 +22,9 @@ from lorad.captioning.text import prefix_only
 from lorad.context import Context
 from lorad.errors import Cancelled, StageFailed
 from lorad.store import Job
-from lorad.subject import SubjectSettings
+from lorad.subject import subject_of
 from lorad.system import children
 from lorad.system.fsutil import atomic_write_text
-
-
-def subject_of(job: Job) -> SubjectSettings:
-    return SubjectSettings.model_validate(job.settings)
 
 
 def training_images(ctx: Context, job: Job) -> list[tuple[Path, bool]]:
@@ -40,8 +36,7 @@ def training_images(ctx: Context, job: Job) -> list[tuple[Path, bool]]:
 
 
 def uses_blip(ctx: Context, job: Job) -> bool:
-    enabled = subject_of(job).caption.enabled
-    return ctx.settings.caption.enabled if enabled is None else enabled
+    return subject_of(job).captions_or(ctx.settings.caption.enabled)
 
 
 def request(ctx: Context, job: Job) -> CaptionJob:

@@ -41,9 +41,10 @@ def prepare_folder(config: Path | None, subject_dir: Path, out: Path, *, token: 
     if out.resolve() == subject_dir.resolve() or subject_dir.resolve() in out.resolve().parents:
         raise OneShotError(f"--out {out} is inside the subject folder; choose a folder outside "
                            "it (the photos are never changed)")
-    strict = prepare_settings.strict if subject.strict is None else subject.strict
     options = PrepareOptions(token=subject.token, prefix=subject.prefix,
-                             repeats=subject.repeats, strict=strict, settings=prepare_settings,
+                             repeats=subject.repeats,
+                             strict=subject.strict_or(prepare_settings.strict),
+                             settings=prepare_settings,
                              ignore=ignore)
     result = prepare_dataset(subject_dir, out, options)
     for line in [*result.problems, *result.warnings]:
@@ -51,9 +52,7 @@ def prepare_folder(config: Path | None, subject_dir: Path, out: Path, *, token: 
     echo(result.message)
     if not result.usable:
         return result
-    enabled = caption_settings.enabled if subject.caption.enabled is None else \
-        subject.caption.enabled
-    if caption and enabled:
+    if caption and subject.captions_or(caption_settings.enabled):
         _caption_with_blip(result.train_dir, subject.prefix, caption_settings, echo)
     else:
         _caption_with_prefix(result.train_dir, subject.prefix, echo)

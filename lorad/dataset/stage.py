@@ -35,9 +35,9 @@ def run(ctx: Context, job: Job) -> None:
     def progress(done: int, total: int) -> None:
         store.set_progress(job.id, done / max(total, 1), f"{done}/{total} images checked")
 
-    strict = settings.prepare.strict if subject.strict is None else subject.strict
     req = request(paths.source, paths.dataset, token=subject.token, prefix=subject.prefix,
-                  repeats=subject.repeats, strict=strict, settings=settings.prepare,
+                  repeats=subject.repeats, strict=subject.strict_or(settings.prepare.strict),
+                  settings=settings.prepare,
                   ignore=list(settings.watch.ignore))
     try:
         with children.tracked(store, "prepare", [job.id]) as spawn:

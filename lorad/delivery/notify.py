@@ -85,11 +85,17 @@ def enqueue(store: Store, settings: NotifySettings, job: Job, event: str, title:
 class Sender:
     """Delivers queued notifications; one pass per call of send_due(), a thread in run()."""
 
-    def __init__(self, store: Store, settings: NotifySettings) -> None:
+    def __init__(self, store: Store, settings: NotifySettings,
+                 wake: threading.Event | None = None) -> None:
         self.store = store
         self.settings = settings
         self.apprise = build_apprise(settings)
-        self.wake = threading.Event()
+        self.wake = wake or threading.Event()  # set when a notification is queued
+
+    def configure(self, settings: NotifySettings) -> None:
+        """Use new settings (a reload) from the next notification on."""
+        self.settings = settings
+        self.apprise = build_apprise(settings)
 
     def _targets(self, tags: list[str]) -> list[Any]:
         return list(self.apprise.find(tags or "all"))

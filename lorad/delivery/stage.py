@@ -22,7 +22,7 @@ from lorad.delivery.outbox import take_folder, write_owner
 from lorad.store import Job
 from lorad.subject import SubjectSettings
 from lorad.system.fsutil import atomic_copy, atomic_write_text, same_file, unique_path
-from lorad.workspace import epoch_file_name
+from lorad.workspace import epoch_file_name, epoch_files
 
 SAMPLE_NAME = re.compile(r".+_e(\d{6})(?:_s(\d{8}))?_(\d{2})\.png")
 
@@ -48,15 +48,6 @@ def outbox_of(ctx: Context, job: Job) -> Path:
     return take_folder(ctx.settings.outbox, job.token or job.name, root, {"token": job.token})[0]
 
 
-def epochs_of(ctx: Context, job: Job) -> dict[int, Path]:
-    found = {}
-    for path in ctx.paths(job).epochs.glob("*.safetensors"):
-        number = path.stem.rsplit("-", 1)[-1]
-        if number.isdigit():
-            found[int(number)] = path
-    return dict(sorted(found.items()))
-
-
 def run(ctx: Context, job: Job) -> None:
     store = ctx.store
     paths = ctx.paths(job)
@@ -65,7 +56,7 @@ def run(ctx: Context, job: Job) -> None:
     if not job.outbox_dir:
         store.update(job.id, outbox_dir=str(outbox))
     replaced = outbox / "replaced" / f"by-job-{job.id}"
-    epochs = epochs_of(ctx, job)
+    epochs = epoch_files(ctx.paths(job).epochs, job.token or "")
     own = {n: p for n, p in epochs.items() if n > job.train.get("start_epoch", 0)}
     steps = [("epochs", len(own)), ("samples", 1), ("files", 1)]
     total = sum(n for _, n in steps) or 1

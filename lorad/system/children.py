@@ -3,7 +3,6 @@ store, stopped as a group, and reaped after a daemon crash so that no orphan kee
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lorad.store import Store
+from lorad.system.groups import group_alive, signal_group
 from lorad.system.logs import for_job, log
 
 # Variables that belong to the daemon's own contract with systemd, never to its children.
@@ -66,31 +66,6 @@ def tracked(store: Store, kind: str, job_ids: list[int]
             if proc.poll() is None:
                 proc.wait()
             forget(store, proc)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def stop_group(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM to the whole group, SIGKILL after `grace` seconds; waits for the leader."""
-    signal_group(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    if group_alive(proc.pid):
-        signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def forget(store: Store, proc: subprocess.Popen) -> None:

@@ -232,3 +232,11 @@ def unique_path(path: Path) -> Path:
         if not candidate.exists() and not candidate.is_symlink():
             return candidate
         n += 1
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, a link (never its target) or a whole folder."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path)

@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from lorad.system.groups import stop_group
+
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
@@ -103,19 +105,10 @@ class JsonChild:
             if isinstance(event, dict):
                 yield event
 
-    def _signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signum)
-
     def terminate(self) -> None:
         """SIGTERM to the child's process group; SIGKILL if it is still there after a grace."""
-        if self.process.poll() is not None:
-            return
-        self._signal(signal.SIGTERM)
-        try:
-            self.process.wait(TERMINATE_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
+        if self.process.poll() is None:
+            stop_group(self.process, TERMINATE_GRACE_SECONDS)
 
     def finish(self) -> int:
         """Wait for the child to exit (terminated if it lingers) and its pipes to be read."""

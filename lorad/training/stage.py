@@ -18,11 +18,13 @@ from typing import Any
 from lorad.context import Context
 from lorad.errors import Cancelled, StageFailed
 from lorad.store import Job
-from lorad.subject import SubjectSettings
+from lorad.subject import subject_of
 from lorad.system.children import child_env
-from lorad.system.fsutil import atomic_write_text, link_or_copy
+from lorad.system.fsutil import atomic_write_text
 from lorad.system.gpus import bf16_supported
-from lorad.training.kohya import outputs
+from lorad.training.epochs import harvest, last_epoch, saved_states
+from lorad.training.executor import LocalExecutor, TrainingRun
+from lorad.training.followup import seed_followup
 from lorad.training.kohya.command import (
     BaseArgs,
     CommandError,
@@ -66,71 +68,7 @@ class Plan:
         return f"run {self.number}: epochs {self.first_epoch}-{self.target}, {origin}"
 
 
-# ---- what the job has done so far ---------------------------------------------------------
-def harvest(ctx: Context, job: Job, train: dict[str, Any], problems_of: int | None = None
-            ) -> list[str]:
-    """Link every finished epoch and sample of every run into the job's folders.
-
-    Returns the problems found (corrupt model files, which are never harvested) in the outputs
-    of run number `problems_of`, or of every run when it is None: a file that an earlier run
-    left half-written (it crashed, or was killed with the daemon) is not the latest run's fault.
-    """
-    paths, token = ctx.paths(job), job.token or ""
-    epochs = train.setdefault("epochs", {})
-    problems = []
-    for run in train.get("runs", []):
-        run_dir = paths.run_dir(run["number"])
-        if not run_dir.is_dir():
-            continue
-        for found in outputs.epoch_files(run_dir, token):
-            real = run["target"] if found.epoch is None else run["offset"] + found.epoch
-            target = paths.epochs / epoch_file_name(token, real)
-            if target.exists():
-                continue
-            problem = outputs.safetensors_problem(found.path)
-            if problem:
-                if problems_of in (None, run["number"]):
-                    problems.append(problem)
-                continue
-            link_or_copy(found.path, target)
-            epochs[str(real)] = {"file": str(target), "run": run["number"], "at": time.time()}
-        spe = run.get("steps_per_epoch") or 0
-        for sample in outputs.samples(run_dir, token):
-            if sample.epoch is not None:
-                name = f"{token}_e{run['offset'] + sample.epoch:06d}_{sample.prompt:02d}.png"
-            else:
-                step = (run["first_epoch"] - 1) * spe + (sample.step or 0)
-                epoch = run["first_epoch"] + max(0, (sample.step or 1) - 1) // max(spe, 1)
-                name = f"{token}_e{epoch:06d}_s{step:08d}_{sample.prompt:02d}.png"
-            target = paths.samples / name
-            if not target.exists():
-                link_or_copy(sample.path, target)
-    return problems
-
-
-def last_epoch(ctx: Context, job: Job) -> int:
-    folder = ctx.paths(job).epochs
-    numbers = [int(p.stem.rsplit("-", 1)[1]) for p in folder.glob("*-[0-9]*.safetensors")]
-    return max(numbers, default=0)
-
-
-def saved_states(ctx: Context, job: Job, train: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every usable saved state: its folder, real epoch and the settings it was saved with."""
-    paths = ctx.paths(job)
-    states = list(train.get("inherited_states", []))
-    for run in train.get("runs", []):
-        for state in outputs.state_folders(paths.run_dir(run["number"])):
-            states.append({"path": str(state.path), "epoch": run["offset"] + state.epoch,
-                           "kohya_epoch": state.epoch, "offset": run["offset"],
-                           "compat": run["compat"]})
-    return [s for s in states if Path(s["path"], "train_state.json").is_file()]
-
-
 # ---- planning a run -------------------------------------------------------------------------
-def subject_of(job: Job) -> SubjectSettings:
-    return SubjectSettings.model_validate(job.settings)
-
-
 def job_base(ctx: Context, job: Job, gpu: int) -> BaseArgs:
     """The job's arguments from the presets and its subject, and the presets' notes."""
     try:
@@ -202,8 +140,6 @@ def run(ctx: Context, job: Job, gpu: int) -> None:
     train.setdefault("start_epoch", 0)
     train.setdefault("ladder", [])
     if job.kind == "resume" and not train.get("seeded"):
-        from lorad.training.followup import seed_followup
-
         seed_followup(ctx, job, train)
         store.update(job.id, train=train)
     while True:
@@ -275,7 +211,6 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
             run_info["steps_per_epoch"] = int(progress.steps_per_epoch)
         store.set_progress(job.id, fraction, text, train=train)
 
-    env = child_env({**ctx.settings.kohya.env, "CUDA_VISIBLE_DEVICES": str(gpu)})
     control = RunControl(on_progress=on_progress,
                          cancelled=lambda: store.cancel_requested(job.id),
                          stopping=ctx.stopping,
@@ -283,8 +218,13 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
                          grace_seconds=ctx.settings.kohya.stop_grace_seconds)
     header = (f"=== lorad job {job.id} {plan.describe()} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n" + " \\\n  ".join(plan.argv))
-    return supervise(store, job.id, plan.argv, cwd=ctx.settings.kohya.sd_scripts, env=env,
-                     log_path=ctx.paths(job).train_log, header=header, control=control,
+    executor = ctx.executor or LocalExecutor(store)
+
+    def start() -> TrainingRun:
+        return executor.start(job.id, plan.argv, cwd=ctx.settings.kohya.sd_scripts,
+                              env=child_env(ctx.settings.kohya.env), gpu=gpu)
+
+    return supervise(start, log_path=ctx.paths(job).train_log, header=header, control=control,
                      tracker=ProgressTracker())
 
 

@@ -1,27 +1,27 @@
-"""Running one Kohya process: its own process group, its output logged and parsed as it comes,
-silence and cancellation watched, stopped as a group (SIGTERM, then SIGKILL)."""
+"""Following one Kohya run: its output logged and parsed as it comes, silence and cancellation
+watched, and the run stopped as a group (SIGTERM, then SIGKILL) when it must end.
+
+Where the run executes is the executor's business (`lorad.training.executor`): this module only
+sees its output and asks it to stop.
+"""
 
 from __future__ import annotations
 
 import codecs
 import contextlib
-import os
-import queue
-import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from lorad.store import Store
-from lorad.system import children
+from lorad.training.executor import Chunk, TrainingRun
 from lorad.training.kohya.progress import LineSplitter, Progress, ProgressTracker
 
 BAR_LOG_INTERVAL = 5.0  # seconds between progress-bar redraws kept in train.log
 PROGRESS_INTERVAL = 1.0  # seconds between progress writes to the store
+TAIL_LINES = 80  # the end of the output kept to tell why a run failed
 
 
 @dataclass
@@ -43,14 +43,6 @@ class RunControl:
     stopping: threading.Event
     stall_seconds: float
     grace_seconds: float
-
-
-def _pump(stream: IO[bytes], name: str, out: queue.Queue) -> None:
-    while True:
-        chunk = os.read(stream.fileno(), 65536)
-        out.put((name, chunk))
-        if not chunk:
-            return
 
 
 class _Log:
@@ -91,80 +83,102 @@ class _Log:
             self.handle.close()
 
 
-def supervise(store: Store, job_id: int, argv: list[str], *, cwd: Path, env: dict[str, str],
-              log_path: Path, header: str, control: RunControl,
-              tracker: ProgressTracker | None = None) -> RunOutcome:
+class _Reader:
+    """The run's output: decoded, split into lines, logged, parsed, and its tail kept."""
+
+    def __init__(self, log: _Log, tracker: ProgressTracker) -> None:
+        self.log = log
+        self.tracker = tracker
+        self.splitters = {"out": LineSplitter(), "err": LineSplitter()}
+        self.decoders = {n: codecs.getincrementaldecoder("utf-8")("replace")
+                         for n in self.splitters}
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.open_streams = len(self.splitters)
+        self.last_output = time.monotonic()
+
+    def take(self, chunk: Chunk) -> None:
+        name, data = chunk
+        if data:
+            self.last_output = time.monotonic()
+            self._lines(self.splitters[name].feed(self.decoders[name].decode(data)))
+            return
+        self.open_streams -= 1
+        self._lines(self.splitters[name].feed(self.decoders[name].decode(b"", final=True)))
+        self._lines(self.splitters[name].flush())
+
+    def _lines(self, lines: list[str]) -> None:
+        for line in lines:
+            is_bar = self.tracker.feed(line)
+            self.log.write(line, is_bar)
+            if line.strip() and not is_bar:
+                self.tail.append(line)
+
+
+def supervise(start: Callable[[], TrainingRun], *, log_path: Path, header: str,
+              control: RunControl, tracker: ProgressTracker | None = None) -> RunOutcome:
+    """Start a run (`start()`, after the header is in the log) and follow it until it exits, or
+    stop it (cancelled, silent for too long, the daemon stopping once the epoch being saved is
+    saved); release it in every case."""
     tracker = tracker or ProgressTracker()
     log = _Log(log_path)
     log.write(header, False)
     started = time.monotonic()
-    proc = children.spawn(store, "train", [job_id], argv, cwd=cwd, env=env,
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
-    chunks: queue.Queue = queue.Queue()
-    pumps = [threading.Thread(target=_pump, args=(s, n, chunks), daemon=True)
-             for s, n in ((proc.stdout, "out"), (proc.stderr, "err"))]
-    for pump in pumps:
-        pump.start()
-    splitters = {"out": LineSplitter(), "err": LineSplitter()}
-    decoders = {n: codecs.getincrementaldecoder("utf-8")("replace") for n in splitters}
-    tail: deque[str] = deque(maxlen=80)
-    open_streams, ended = 2, "exited"
-    last_output = last_report = last_check = time.monotonic()
-    stop_when_saved: tuple[int, float] | None = None
-
-    def take(lines: list[str]) -> None:
-        for line in lines:
-            is_bar = tracker.feed(line)
-            log.write(line, is_bar)
-            if line.strip() and not is_bar:
-                tail.append(line)
-
+    reader = _Reader(log, tracker)
     try:
-        while open_streams:
-            try:
-                name, chunk = chunks.get(timeout=0.25)
-            except queue.Empty:
-                chunk = None
-            now = time.monotonic()
-            if chunk is not None:
-                if chunk:
-                    last_output = now
-                    take(splitters[name].feed(decoders[name].decode(chunk)))
-                else:
-                    open_streams -= 1
-                    take(splitters[name].feed(decoders[name].decode(b"", final=True)))
-                    take(splitters[name].flush())
-            if now - last_report >= PROGRESS_INTERVAL:
-                last_report = now
-                control.on_progress(tracker.snapshot())
-            if now - last_check < 1.0 or ended != "exited":
-                continue
-            last_check = now
-            if control.cancelled():
-                ended = "cancelled"
-            elif now - last_output > control.stall_seconds:
-                ended = "stalled"
-                tail.append(f"lorad: no output for {control.stall_seconds / 60:g} minutes; "
-                            "stopping the run")
-            elif control.stopping.is_set():
-                if stop_when_saved is None:
-                    stop_when_saved = _plan_stop(tracker, control.grace_seconds, now)
-                saved, deadline = stop_when_saved
-                if tracker.checkpoints <= saved and now < deadline:
-                    continue
-                ended = "interrupted"
-            if ended != "exited":
-                children.stop_group(proc, control.grace_seconds if ended != "stalled" else 5)
-        proc.wait()
+        run = start()
+    except BaseException:
+        log.close()
+        raise
+    try:
+        ended = _follow(run, reader, control)
+        exit_code = run.wait()
     finally:
-        if proc.poll() is None:
-            children.stop_group(proc, 5)
-        children.forget(store, proc)
+        run.release()
         log.close()
     control.on_progress(tracker.snapshot())
-    return RunOutcome(ended, proc.returncode, "\n".join(tail), tracker.snapshot(),
+    return RunOutcome(ended, exit_code, "\n".join(reader.tail), tracker.snapshot(),
                       time.monotonic() - started, tracker.checkpoints)
+
+
+def _follow(run: TrainingRun, reader: _Reader, control: RunControl) -> str:
+    """Read the run's output until both its streams end; how the run ended."""
+    ended = "exited"
+    last_report = last_check = time.monotonic()
+    stop_when_saved: tuple[int, float] | None = None
+    while reader.open_streams:
+        chunk = run.output(timeout=0.25)
+        if chunk is not None:
+            reader.take(chunk)
+        now = time.monotonic()
+        if now - last_report >= PROGRESS_INTERVAL:
+            last_report = now
+            control.on_progress(reader.tracker.snapshot())
+        if now - last_check < 1.0 or ended != "exited":
+            continue
+        last_check = now
+        if control.stopping.is_set() and stop_when_saved is None:
+            stop_when_saved = _plan_stop(reader.tracker, control.grace_seconds, now)
+        ended = _verdict(reader, control, stop_when_saved, now)
+        if ended == "stalled":
+            reader.tail.append(f"lorad: no output for {control.stall_seconds / 60:g} minutes; "
+                               "stopping the run")
+        if ended != "exited":
+            run.stop(control.grace_seconds if ended != "stalled" else 5)
+    return ended
+
+
+def _verdict(reader: _Reader, control: RunControl, stop_when_saved: tuple[int, float] | None,
+             now: float) -> str:
+    """"exited" while the run may go on; else why it must stop now."""
+    if control.cancelled():
+        return "cancelled"
+    if now - reader.last_output > control.stall_seconds:
+        return "stalled"
+    if stop_when_saved is not None:
+        saved, deadline = stop_when_saved
+        if reader.tracker.checkpoints > saved or now >= deadline:
+            return "interrupted"
+    return "exited"
 
 
 def _plan_stop(tracker: ProgressTracker, grace: float, now: float) -> tuple[int, float]:
@@ -173,4 +187,3 @@ def _plan_stop(tracker: ProgressTracker, grace: float, now: float) -> tuple[int,
     if left is not None and left < grace * 0.8:
         return tracker.checkpoints, now + grace * 0.8
     return tracker.checkpoints, now
-
