@@ -76,7 +76,7 @@ class Lorad:
     """One of lorad's units installed in the manager, on folders of its own."""
 
     def __init__(self, manager: UserManager, folder: Path, unit: str = "lorad.service",
-                 name: str = "lorad.service") -> None:
+                 name: str = "lorad.service", dropins: dict[str, str] | None = None) -> None:
         self.manager = manager
         self.name = name
         self.srv = folder / "srv"  # inbox, outbox, state: the one ReadWritePaths= entry
@@ -110,6 +110,7 @@ class Lorad:
                                 "family": "sd15"}},
         }
         self.write_config()
+        shipped = (UNITS / unit).read_text()
         needed = {Path(sys.executable).parent.parent, Path(sys.prefix), Path(sys.base_prefix),
                   Path(sys.executable).resolve().parent.parent, ROOT}
         dropin = f"""[Service]
@@ -125,10 +126,10 @@ ReadWritePaths={self.srv}
 StandardOutput=append:{self.log}
 StandardError=inherit
 ExecStopPost=/bin/sh -c 'echo "$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS" >> {self.results}'
-{made_visible(sorted(needed))}
+{made_visible(sorted(needed)) if "ProtectHome=" in shipped else ""}
 """
         (self.srv / "home").mkdir()
-        manager.install(name, (UNITS / unit).read_text(), {"test-machine.conf": dropin})
+        manager.install(name, shipped, {**(dropins or {}), "test-machine.conf": dropin})
 
     def write_config(self, **overrides: Any) -> None:
         self.config.write_text(dump_toml(merge(self.settings, overrides)))
@@ -180,12 +181,25 @@ def manager() -> Iterator[UserManager]:
 
 
 @pytest.fixture
-def lorad(manager: UserManager, request: pytest.FixtureRequest) -> Iterator[Lorad]:
-    service = Lorad(manager, manager.root / request.node.name)
+def make_lorad(manager: UserManager, request: pytest.FixtureRequest
+               ) -> Iterator[Callable[..., Lorad]]:
+    """Lorad(...) on folders of this test's own, stopped at its end."""
+    made: list[Lorad] = []
+
+    def make(**options: Any) -> Lorad:
+        made.append(Lorad(manager, manager.root / f"{request.node.name}-{len(made)}", **options))
+        return made[-1]
+
     try:
-        yield service
+        yield make
     finally:
-        service.close()
+        for service in made:
+            service.close()
+
+
+@pytest.fixture
+def lorad(make_lorad: Callable[..., Lorad]) -> Lorad:
+    return make_lorad()
 
 
 def gone(pid: int) -> bool:
@@ -301,20 +315,52 @@ def test_stop_during_a_training_ends_the_trainers_process_group_and_succeeds(lor
     assert "stopped during train; it continues there at the next start" in lorad.output()
 
 
-def test_a_training_finishes_inside_the_sandbox(lorad):
-    lorad.marker.write_text("the host's /tmp")
+def train_one_folder(lorad: Lorad, name: str) -> dict[str, Any]:
+    """Drop a folder, wait for its job to end; the job."""
     lorad.start()
-    drop(lorad.srv, "Dana", "epochs = 1\n")
+    drop(lorad.srv, name, "epochs = 1\n")
     lorad.wait_for(lambda _: all_final(1)(status(lorad.config)), "the job to finish",
                    timeout=120)
     [job] = status(lorad.config)
     assert job["state"] == "done", (job, lorad.output())
-    assert list((lorad.srv / "outbox" / "dana").glob("dana*.safetensors"))
+    assert list((lorad.srv / "outbox" / name.lower()).glob("*.safetensors"))
+    return job
+
+
+def test_a_training_finishes_inside_the_sandbox(lorad):
+    lorad.marker.write_text("the host's /tmp")
+    train_one_folder(lorad, "Dana")
 
     [probe] = [json.loads(path.read_text()) for path in lorad.probes.glob("*.json")]
     assert probe["NoNewPrivs"] == "1"
+    assert probe["CapBnd"] == "0000000000000000"  # CapabilityBoundingSet= (empty)
+    assert probe["Seccomp"] == "2"  # RestrictNamespaces=, SystemCallArchitectures=...
     assert probe["write_to_root"] == "EROFS"  # ProtectSystem=strict
     assert probe["host_tmp_marker_seen"] is False  # PrivateTmp=
     assert probe["open_dev_null"] == "ok"
     if "open_block_device" in probe:  # DevicePolicy=closed: refused by the device cgroup
         assert probe["open_block_device"] == "EPERM", probe
+
+
+def test_the_opt_in_syscall_filter_lets_lorad_train_reload_and_stop(make_lorad):
+    example = (UNITS / "lorad.service.d" / "syscall-filter.conf.example").read_text()
+    lorad = make_lorad(dropins={"syscall-filter.conf": example})
+    assert lorad.show("SystemCallFilter")["SystemCallFilter"]  # in force
+    train_one_folder(lorad, "Erin")
+    lorad.manager.systemctl("reload", lorad.name)
+    lorad.wait_for_log("configuration reloaded")
+    lorad.manager.systemctl("stop", lorad.name, timeout=240)
+    assert lorad.ended() == ["success exited 0"], lorad.output()
+    assert "Operation not permitted" not in lorad.output()
+
+
+def test_the_user_unit_starts_reloads_and_stops_with_its_hardening(make_lorad):
+    lorad = make_lorad(unit="lorad-user.service", name="lorad-user.service")
+    started = lorad.start()
+    assert (started["ActiveState"], started["StatusText"]) == ("active", "0 queued, 0 done today")
+    main = Path(f"/proc/{started['MainPID']}/status").read_text()
+    assert "\nNoNewPrivs:\t1\n" in main and "\nSeccomp:\t2\n" in main
+    lorad.manager.systemctl("reload", lorad.name)
+    lorad.wait_for_log("configuration reloaded")
+    lorad.manager.systemctl("stop", lorad.name, timeout=240)
+    assert lorad.ended() == ["success exited 0"], lorad.output()
