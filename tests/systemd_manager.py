@@ -15,7 +15,8 @@ What it takes (/work/shared/reference/systemd.md has how each step was found):
 
 Everything is undone by stop(): the manager is asked to exit (exit.target stops its units), what
 is left in its cgroups is killed, and the cgroups removed; the mount namespace goes with its last
-process. If the test process dies first, the manager gets SIGTERM (PR_SET_PDEATHSIG).
+process. If the test process dies first, the manager gets SIGTERM (PR_SET_PDEATHSIG), and the
+next run removes the cgroups and folders that one left (remove_stale).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 RUNTIME_DIR = "/run/systemd/lorad-test-runtime"  # inside the manager's mount namespace
 MANAGER_BINARIES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
 PR_SET_PDEATHSIG = 1
+CGROUP_PREFIX = "lorad-test-"  # then the test process's pid
 
 
 class ManagerUnavailable(Exception):
@@ -111,6 +113,32 @@ exec "$MANAGER" --user
 """
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(parent: Path, prefix: str) -> None:
+    """Remove what a test run killed with SIGKILL left in `parent`: the folders named
+    <prefix><pid>-... of a process that is gone (cgroups, emptied first, or test folders)."""
+    for folder in parent.glob(f"{prefix}*-*"):
+        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
+        if not pid.isdigit() or alive(int(pid)):
+            continue
+        if (folder / "cgroup.procs").exists():
+            UserManager.empty_cgroup(folder)
+            for sub, _, _ in os.walk(folder, topdown=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(sub)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class UserManager:
     """One `systemd --user` manager; its units live in <root>/config/systemd/user."""
 
@@ -130,8 +158,9 @@ class UserManager:
             raise ManagerUnavailable(reason)
         self.units.mkdir(parents=True, exist_ok=True)
         (self.root / "home").mkdir(exist_ok=True)
-        name = f"lorad-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"{CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         for hierarchy in cgroup_hierarchies():
+            remove_stale(hierarchy, CGROUP_PREFIX)
             folder = hierarchy / name
             try:
                 folder.mkdir()
@@ -188,7 +217,7 @@ class UserManager:
                 self.proc.kill()
                 self.proc.wait()
         for top in self.cgroups:
-            self._empty(top)
+            self.empty_cgroup(top)
         for top in self.cgroups:
             for folder, _, _ in os.walk(top, topdown=False):  # the deepest first
                 with contextlib.suppress(FileNotFoundError):
@@ -196,7 +225,7 @@ class UserManager:
         self.cgroups = []
 
     @staticmethod
-    def _empty(top: Path, timeout: float = 30) -> None:
+    def empty_cgroup(top: Path, timeout: float = 30) -> None:
         """SIGKILL every process in the cgroup tree `top` until none is left."""
         deadline = time.monotonic() + timeout
         while True:

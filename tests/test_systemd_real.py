@@ -39,7 +39,12 @@ import pytest
 
 from tests.configs import dump_toml, merge
 from tests.daemon_process import all_final, status
-from tests.systemd_manager import ManagerUnavailable, UserManager, missing_prerequisite
+from tests.systemd_manager import (
+    ManagerUnavailable,
+    UserManager,
+    missing_prerequisite,
+    remove_stale,
+)
 from tests.test_graceful_stop import drop
 
 ROOT = Path(__file__).parent.parent
@@ -172,7 +177,8 @@ def manager() -> Iterator[UserManager]:
     if reason:
         pytest.skip(f"no real systemd user manager here: {reason}")
     # Not under /tmp: PrivateTmp= would hide it from the service (and ReadWritePaths= clash).
-    root = Path(tempfile.mkdtemp(prefix="lorad-systemd-test-", dir="/var/lib"))
+    remove_stale(Path("/var/lib"), "lorad-systemd-test-")  # left by a run killed with SIGKILL
+    root = Path(tempfile.mkdtemp(prefix=f"lorad-systemd-test-{os.getpid()}-", dir="/var/lib"))
     user_manager = UserManager(root)
     try:
         try:
