@@ -132,6 +132,20 @@ def test_a_watchdog_meant_for_another_process_is_ignored(monkeypatch):
     assert SystemdNotifier.from_env().watchdog_interval is None
 
 
+def test_an_unreachable_notify_socket_is_reported_once_not_at_every_ping(tmp_path, caplog):
+    missing = tmp_path / "gone" / "notify.sock"
+    notifier = SystemdNotifier(str(missing), watchdog_usec=2_000_000)
+    with caplog.at_level(logging.WARNING):
+        notifier.ready("0 queued, 0 done today")
+        for second in range(60):
+            notifier.watchdog(float(second))
+            notifier.status(f"{second} queued, 0 done today")
+        notifier.stopping("stopping")
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"NOTIFY_SOCKET={missing}" in warning.getMessage()
+    assert "No such file or directory" in warning.getMessage()
+
+
 # ---- journald's line format ---------------------------------------------------------------
 def test_journal_lines_carry_the_priority_on_every_line():
     formatter = JournalFormatter("%(message)s")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
+
+logger = logging.getLogger(__name__)
 
 
 class SystemdNotifier:
@@ -15,6 +18,7 @@ class SystemdNotifier:
         self.watchdog_interval = watchdog_usec / 2e6 if watchdog_usec else None
         self._last_watchdog = 0.0
         self._last_status = ""
+        self._warned = False
 
     @classmethod
     def from_env(cls) -> SystemdNotifier:
@@ -40,7 +44,15 @@ class SystemdNotifier:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.connect(address)
                 sock.sendall("\n".join(lines).encode())
-        except OSError:
+        except OSError as error:
+            if not self._warned:  # once: the watchdog would repeat it every few seconds
+                self._warned = True
+                logger.warning(
+                    "cannot reach systemd's notify socket NOTIFY_SOCKET=%s (%s): systemd hears "
+                    "no READY=1, status or watchdog pings from lorad, so the unit stays "
+                    "'activating' until TimeoutStartSec= and is then stopped. Check that the "
+                    "service can reach that path (PrivateTmp=, ProtectHome= or an empty /run "
+                    "hide it); lorad says this once", self.address, error)
             return False
         return True
 
