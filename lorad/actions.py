@@ -7,15 +7,15 @@ it within a second.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from lorad.context import Context
-from lorad.delivery.outbox import write_owner
+from lorad.delivery import manifest
+from lorad.delivery.final import final_name, make_final
+from lorad.delivery.outbox import lineage
+from lorad.delivery.publish import draw_sheets
 from lorad.errors import RequestError
 from lorad.store import FINAL, RUNNING, Job, Store
-from lorad.system.fsutil import atomic_copy, same_file, unique_path
-from lorad.workspace import epoch_file_name, epoch_files
 
 MAX_EXTRA_EPOCHS = 100
 
@@ -56,16 +56,11 @@ def recaption(store: Store, job: Job) -> Job:
     return store.get(job.id)
 
 
-def lineage(ctx: Context, job: Job) -> list[Job]:
-    """Every job whose results share this job's outbox folder, oldest first."""
-    if not job.outbox_dir:
-        return [job]
-    return [j for j in ctx.store.jobs() if j.outbox_dir == job.outbox_dir]
-
-
 def outbox_epochs(job: Job) -> list[int]:
-    """The epochs of this job's LoRA in its outbox folder."""
-    return list(epoch_files(Path(job.outbox_dir or ""), job.token or ""))
+    """The epochs of this job's LoRA in its outbox folder, as its manifest lists them."""
+    folder = Path(job.outbox_dir or "")
+    return sorted(n for n, entry in manifest.read(folder).epochs.items()
+                  if (folder / entry.file).is_file())
 
 
 def resume(ctx: Context, job: Job, epochs: int, from_epoch: int | None = None) -> Job:
@@ -104,20 +99,17 @@ def resume(ctx: Context, job: Job, epochs: int, from_epoch: int | None = None) -
 
 
 def pick(ctx: Context, job: Job, epoch: int) -> Path:
-    """Make epoch `epoch` the LoRA: <token>.safetensors in the outbox and the copy_to folders."""
+    """Make epoch `epoch` the LoRA: <token>.safetensors in the outbox and the copy_to folders,
+    the manifest's final epoch (picked), and the contact sheet's marked row."""
     outbox = Path(job.outbox_dir or "")
-    chosen = outbox / epoch_file_name(job.token or "", epoch)
-    if not chosen.is_file():
+    if epoch not in outbox_epochs(job):
         have = ", ".join(map(str, outbox_epochs(job))) or "none"
         raise RequestError(f"there is no epoch {epoch} of {job.token} in {outbox} "
                            f"(epochs there: {have})")
-    final = outbox / f"{job.token}.safetensors"
-    if final.exists() and not any(same_file(final, outbox / epoch_file_name(job.token or "", n))
-                                  for n in outbox_epochs(job)):
-        os.rename(final, unique_path(outbox / "replaced" / final.name))
-    atomic_copy(chosen, final)
-    for folder in ctx.settings.deliver.copy_to:
-        atomic_copy(chosen, Path(folder) / final.name)
-    write_owner(outbox, {"picked_epoch": epoch})
-    ctx.store.event(job.id, f"epoch {epoch} picked as {final}")
+    with manifest.updating(outbox) as m:
+        copies = make_final(outbox, m, epoch, "picked", ctx.settings.deliver.copy_to)
+        m.samples_sheet = draw_sheets(outbox, m)
+    final = outbox / final_name(job.token or "")
+    also = "".join(f"; copied to {copy}" for copy in copies)
+    ctx.store.event(job.id, f"epoch {epoch} picked as {final}{also}")
     return final

@@ -136,7 +136,7 @@ class ModelSettings(Section):
 class NotifySettings(Section):
     urls: list[str] = Field(default_factory=list)
     config: Path | None = None
-    events: list[Literal["accepted", "rejected", "failed", "done"]] = Field(
+    events: list[Literal["accepted", "epoch", "rejected", "failed", "done"]] = Field(
         default_factory=lambda: ["rejected", "failed", "done"]
     )
     retry_seconds: list[float] = Field(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lorad import actions
-from lorad.delivery import requests
+from lorad.delivery import manifest, requests
 from lorad.delivery import stage as deliver
 from lorad.errors import RequestError
 from lorad.system.fsutil import file_hash
@@ -67,14 +67,21 @@ def test_resume_from_weights_when_the_work_folder_was_cleaned(done_job, fake_tra
     assert "alice_e000005_00.png" in samples
 
 
-def test_resume_from_an_earlier_epoch_keeps_the_files_it_replaces(done_job):
+def test_resume_from_an_earlier_epoch_moves_the_later_epochs_aside_whole(done_job):
     ctx, job_id = done_job
     out = ctx.settings.outbox / "alice"
     old_third = file_hash(out / "alice-000003.safetensors")
+    old_samples = sorted(p.name for p in (out / "samples").glob("alice_e000003_*.png"))
     child = actions.resume(ctx, ctx.store.get(job_id), epochs=1, from_epoch=2)
     train_and_deliver(ctx, child.id)
-    kept = list((out / "replaced").rglob("alice-000003.safetensors"))
-    assert len(kept) == 1 and file_hash(kept[0]) == old_third
+    aside = out / "superseded" / f"job-{job_id}"
+    assert file_hash(aside / "alice-000003.safetensors") == old_third
+    assert sorted(p.name for p in (aside / "samples").glob("*.png")) == old_samples
+    # One consistent line in the folder: epoch 3 is the new one, made by the follow-up.
+    assert file_hash(out / "alice-000003.safetensors") != old_third
+    m = manifest.read(out)
+    assert m.epochs[3].job == child.id and [s.epochs for s in m.superseded] == [[3]]
+    assert file_hash(out / "alice.safetensors") == file_hash(out / "alice-000003.safetensors")
 
 
 def test_resume_refuses_what_cannot_be_done(done_job):

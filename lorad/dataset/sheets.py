@@ -10,7 +10,7 @@ Both are written atomically (temporary name, then os.replace) and return the pat
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -32,6 +32,7 @@ INK = (25, 25, 25)
 MUTED = (120, 120, 120)
 ALERT = (170, 30, 30)
 CELL = (222, 222, 222)
+FRAME = 4  # the frame around a marked row of samples
 PALETTE_COLOURS = 256  # sheets are previews: a palette keeps them a few MB at most
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -73,9 +74,11 @@ def dataset_sheet(
     return _save(sheet, out)
 
 
-def samples_sheet(rows: list[tuple[str, list[Path | None]]], columns: list[str], out: Path) -> Path:
+def samples_sheet(rows: list[tuple[str, list[Path | None]]], columns: list[str], out: Path,
+                  marked: Collection[int] = ()) -> Path:
     """A grid of samples: one row per sampling point (labelled on the left), one column per
-    prompt (shortened prompts on top); None marks a missing sample."""
+    prompt (shortened prompts on top); None marks a missing sample. The rows whose indexes are
+    in `marked` (the final LoRA's epoch) are framed, so the mark reads without colour too."""
     font = _font(FONT_SIZE)
     line_height = _line_height(font)
     header = HEADER_LINES * line_height + GAP
@@ -94,6 +97,9 @@ def samples_sheet(rows: list[tuple[str, list[Path | None]]], columns: list[str],
         _lines(draw, label_lines, MARGIN, y, font, INK)
         for index, path in enumerate(cells[: len(columns)]):
             sheet.paste(_thumbnail(path, font), (left + index * (THUMB + GAP), y))
+        if row in marked:
+            draw.rectangle((MARGIN // 4, y - GAP // 2, width - MARGIN // 4, y + THUMB + GAP // 2),
+                           outline=INK, width=FRAME)
     return _save(sheet, out)
 
 

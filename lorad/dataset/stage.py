@@ -59,8 +59,7 @@ def run(ctx: Context, job: Job) -> None:
         raise Rejected("\n".join([result.message, *result.problems[1:]]))
     for line in result.problems:
         store.event(job.id, line, level="warning")
-    outbox, aside = take_folder(settings.outbox, subject.token, job.id,
-                                {"token": subject.token, "model": subject.model, "jobs": [job.id]})
+    outbox, aside = take_folder(settings.outbox, subject.token, job.id, job.id)
     if aside is not None:
         moved = store.move_outbox(str(outbox), str(aside))
         store.event(job.id, f"{outbox} held the results of job(s) {moved}; moved to {aside}")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
+from lorad.delivery import manifest
+from lorad.delivery.manifest import Manifest
 from lorad.settings import Settings
 from lorad.store import Job, Store
 from lorad.workspace import JobPaths
@@ -55,23 +59,84 @@ def done(job: Job, settings: Settings) -> tuple[str, str]:
     train = job.train
     epochs = train.get("target", "?")
     start = train.get("start_epoch", 0)
+    runs = train.get("runs", [])
     steps = sum(r.get("steps_per_epoch", 0) * (r["target"] - r["first_epoch"] + 1)
-                for r in train.get("runs", []) if not r.get("failure"))
+                for r in runs if not r.get("failure"))
     took = duration((job.finished_at or time.time()) - (job.started_at or job.created_at))
-    outbox = job.outbox_dir or str(settings.outbox / (job.token or ""))
-    trained = f"epochs {start + 1}-{epochs}" if start else f"{epochs} epochs"
+    folder = Path(job.outbox_dir or settings.outbox / (job.token or ""))
+    m = manifest.read(folder)
     lines = [
         f"Token: {job.token}",
         f"Base model: {job.model}",
-        f"Trained: {trained}, {steps} steps, in {took}",
-        f"Files: {outbox}",
+        f"Trained: {epoch_span(start, epochs)}, {steps} steps, in {took}",
+        f"The LoRA ({job.token}.safetensors): {m.describe_final()}",
+        f"Files: {_shown_folder(folder, settings)}",
+        *_ladder_lines(train),
+        *dataset_lines(JobPaths.of(settings, job).report),
         "",
         f"Undertrained? lorad resume {job.id} --epochs 3  (or put resume.toml with "
         "epochs = 3 in that folder)",
         f"Overtrained? lorad pick {job.id} --epoch N  (or put pick.toml with epoch = N "
         "in that folder)",
     ]
+    copies = [c.path for c in m.copies if m.final and c.epoch == m.final.epoch]
+    if copies:
+        lines.insert(5, "Copied to: " + ", ".join(copies))
     return f"lorad: {job.token} LoRA ready", "\n".join(lines)
+
+
+def epoch(job: Job, m: Manifest, number: int, target: int | None) -> tuple[str, str]:
+    """One epoch saved while the training goes on (notify.events "epoch")."""
+    entry = m.epochs[number]
+    of = f" of {target}" if target else ""
+    lines = [f"Job {job.id} ({job.token}): epoch {number}{of} saved"
+             + (f" at step {entry.steps}." if entry.steps else "."),
+             f"Its samples are attached; all of them: {job.outbox_dir}/samples.png",
+             f"Use it now: lorad pick {job.id} --epoch {number}",
+             f"Stop here: lorad cancel {job.id} (the saved epochs stay)"]
+    return f"lorad: {job.token} epoch {number}{of}", "\n".join(lines)
+
+
+def epoch_span(start: int, target: object) -> str:
+    """"epochs 3-5", "epoch 3", "6 epochs", "1 epoch"."""
+    if not start:
+        return "1 epoch" if target == 1 else f"{target} epochs"
+    return f"epoch {target}" if target == start + 1 else f"epochs {start + 1}-{target}"
+
+
+def _shown_folder(folder: Path, settings: Settings) -> str:
+    """The folder relative to the outbox (what a person finds in a shared outbox), and where
+    that is on the server."""
+    try:
+        return f"{folder.relative_to(settings.outbox)}/ in the outbox ({folder})"
+    except ValueError:
+        return str(folder)
+
+
+def _ladder_lines(train: dict[str, Any]) -> list[str]:
+    """What the out-of-memory ladder changed, and what that did to the steps of an epoch."""
+    tried = train.get("ladder") or []
+    if not tried:
+        return []
+    line = "Out of GPU memory, so lorad changed: " + ", ".join(tried)
+    per_epoch = [r["steps_per_epoch"] for r in train.get("runs", []) if r.get("steps_per_epoch")]
+    if per_epoch and per_epoch[0] != per_epoch[-1]:
+        line += f" (steps per epoch {per_epoch[0]} -> {per_epoch[-1]})"
+    return [line + "."]
+
+
+def dataset_lines(report: Path, most: int = 5) -> list[str]:
+    """The dataset's warnings, one line each (the first few, then where to read the rest)."""
+    try:
+        warnings = json.loads(report.read_text()).get("warnings") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not warnings:
+        return []
+    lines = ["Dataset warnings:", *(f"- {w}" for w in warnings[:most])]
+    if len(warnings) > most:
+        lines.append(f"- and {len(warnings) - most} more in report.json")
+    return lines
 
 
 def log_tail(path: Path, lines: int = LOG_LINES) -> str:

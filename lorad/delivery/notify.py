@@ -20,7 +20,8 @@ from lorad.settings import NotifySettings
 from lorad.store import Job, Store
 from lorad.system.logs import log
 
-NOTIFY_TYPE = {"accepted": apprise.NotifyType.INFO, "rejected": apprise.NotifyType.WARNING,
+NOTIFY_TYPE = {"accepted": apprise.NotifyType.INFO, "epoch": apprise.NotifyType.INFO,
+               "rejected": apprise.NotifyType.WARNING,
                "failed": apprise.NotifyType.FAILURE, "done": apprise.NotifyType.SUCCESS}
 
 

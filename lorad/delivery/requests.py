@@ -18,7 +18,7 @@ from typing import Any
 
 from lorad import actions
 from lorad.context import Context
-from lorad.delivery.outbox import read_owner
+from lorad.delivery import manifest
 from lorad.errors import RequestError
 from lorad.store import Job
 from lorad.system.fsutil import atomic_write_text, unique_path
@@ -30,10 +30,7 @@ MAX_REQUEST_BYTES = 4096
 
 
 def _newest_done(ctx: Context, folder: Path) -> Job | None:
-    ids = read_owner(folder).get("jobs", [])
-    if not isinstance(ids, list):
-        return None
-    for job_id in sorted((i for i in ids if type(i) is int), reverse=True):
+    for job_id in sorted(manifest.read(folder).jobs, reverse=True):
         try:
             job = ctx.store.get(job_id)
         except LookupError:

@@ -44,7 +44,9 @@ def harvest(ctx: Context, job: Job, train: dict[str, Any], problems_of: int | No
             epochs[str(real)] = {"file": str(target), "run": run["number"], "at": time.time()}
         spe = run.get("steps_per_epoch") or 0
         for sample in outputs.samples(run_dir, token):
-            if sample.epoch is not None:
+            if sample.epoch == 0:  # --sample_at_first: the weights the run started from
+                name = f"{token}_e{run['first_epoch'] - 1:06d}_{sample.prompt:02d}.png"
+            elif sample.epoch is not None:
                 name = f"{token}_e{run['offset'] + sample.epoch:06d}_{sample.prompt:02d}.png"
             else:
                 step = (run["first_epoch"] - 1) * spe + (sample.step or 0)

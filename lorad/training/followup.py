@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from lorad.context import Context
+from lorad.delivery.branch import branch
+from lorad.delivery.outbox import lineage
 from lorad.errors import StageFailed
 from lorad.store import Job
 from lorad.system.fsutil import atomic_write_json, link_or_copy
@@ -15,7 +17,9 @@ from lorad.workspace import epoch_file_name
 
 
 def seed_followup(ctx: Context, job: Job, train: dict[str, Any]) -> None:
-    """Give a follow-up job its dataset, its starting epoch and the parent's saved states."""
+    """Give a follow-up job its dataset, its starting epoch's weights and every saved state of
+    that epoch still in the lineage's work folders; a start before the newest epoch branches
+    the outbox folder (the old line's later epochs move aside)."""
     parent = ctx.store.get(job.options["resume"]["parent"])
     start = train["start_epoch"]
     paths, parent_paths = ctx.paths(job), ctx.paths(parent)
@@ -24,15 +28,28 @@ def seed_followup(ctx: Context, job: Job, train: dict[str, Any]) -> None:
     if not paths.training_images.is_dir():
         _copy_dataset(parent_paths.dataset, outbox / "dataset", paths.dataset, token,
                       train.get("repeats") or parent.train.get("repeats") or 1)
-    weights = parent_paths.epochs / epoch_file_name(token, start)
-    if not weights.is_file():
-        weights = outbox / epoch_file_name(token, start)
-    if not weights.is_file():
+    family = sorted((j for j in lineage(ctx, job) if j.id != job.id), key=lambda j: -j.id)
+    name = epoch_file_name(token, start)
+    candidates = [ctx.paths(j).epochs / name for j in family] + [outbox / name]
+    weights = next((path for path in candidates if path.is_file()), None)
+    if weights is None:
         raise StageFailed(f"the weights of epoch {start} are gone from {outbox}; pick another "
                           "epoch to resume from")
-    link_or_copy(weights, paths.epochs / epoch_file_name(token, start))
-    train["inherited_states"] = [s for s in saved_states(ctx, parent, parent.train)
-                                 if s["epoch"] == start]
+    link_or_copy(weights, paths.epochs / name)
+    states = [s for j in family for s in saved_states(ctx, j, j.train) if s["epoch"] == start]
+    train["inherited_states"] = states
+    if states:
+        ctx.store.event(job.id, f"epoch {start}'s saved state is in {Path(states[0]['path'])}: "
+                                "the training continues it (optimizer and schedule included) "
+                                "where the settings allow")
+    else:
+        ctx.store.event(job.id, f"no saved state of epoch {start} is left in the work folders; "
+                                f"the training starts from its weights ({weights})")
+    moved = branch(outbox, start, job.id)
+    if moved is not None:
+        ctx.store.event(job.id, f"resuming from epoch {start}: epochs "
+                                f"{', '.join(map(str, moved.epochs))} of the earlier line moved "
+                                f"to {outbox / moved.folder}")
     train["seeded"] = True
 
 

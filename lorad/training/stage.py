@@ -9,6 +9,7 @@ under their real numbers, so no later run can overwrite them.
 
 from __future__ import annotations
 
+import glob
 import shutil
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from lorad.training.kohya.failures import Failure, classify
 from lorad.training.kohya.ladder import describe_tried, next_step
 from lorad.training.kohya.progress import Progress, ProgressTracker
 from lorad.training.kohya.supervisor import RunControl, RunOutcome, supervise
+from lorad.training.watch import EpochWatcher
 from lorad.workspace import epoch_file_name
 
 NOT_RETRIED = ("missing_model", "bad_args", "no_data", "disk_full")
@@ -111,13 +113,27 @@ def plan_run(ctx: Context, job: Job, gpu: int, train: dict[str, Any]) -> Plan | 
                     train_dir=paths.training_images, output_dir=run_dir, token=subject.token,
                     epochs=target - offset, prompts_file=run_dir / "prompts.txt", resume=resume,
                     weights=weights, initial_epoch=initial,
-                    tokenizer_cache_dir=ctx.settings.kohya.tokenizer_cache_dir)
+                    tokenizer_cache_dir=ctx.settings.kohya.tokenizer_cache_dir,
+                    model_name=subject.model,
+                    sample_at_first=bool(last) and samples_missing(ctx, job, args, last))
     try:
         check(full, family)
     except CommandError as error:
         raise StageFailed(str(error)) from None
     return Plan(number, mode, offset, last + 1, target, full, argv(ctx.settings, family, full),
                 compat, source, base.notes)
+
+
+def samples_missing(ctx: Context, job: Job, args: dict[str, Any], epoch: int) -> bool:
+    """Whether epoch `epoch` should have samples (sampling is on) and has none: the training
+    was stopped while drawing them. The next run then draws them first (--sample_at_first)."""
+    if not args.get("sample_every_n_epochs") and not args.get("sample_every_n_steps"):
+        return False
+    token = job.token or ""
+    paths = ctx.paths(job)
+    pattern = f"{glob.escape(token)}_e{epoch:06d}_*.png"
+    folders = [paths.samples] + ([Path(job.outbox_dir) / "samples"] if job.outbox_dir else [])
+    return not any(any(folder.glob(pattern)) for folder in folders)
 
 
 def preview_command(ctx: Context, job: Job, gpu: int = 0) -> list[str]:
@@ -153,6 +169,7 @@ def run(ctx: Context, job: Job, gpu: int) -> None:
         run_info = {"number": plan.number, "mode": plan.mode, "offset": plan.offset,
                     "first_epoch": plan.first_epoch, "target": plan.target,
                     "compat": plan.compat, "argv": plan.argv, "gpu": gpu,
+                    "sample_every_n_epochs": plan.args.get("sample_every_n_epochs"),
                     "started": time.time()}
         train.setdefault("runs", []).append(run_info)
         store.update(job.id, train=train, gpu=gpu)
@@ -160,7 +177,8 @@ def run(ctx: Context, job: Job, gpu: int) -> None:
         log.info("%s on GPU %d", plan.describe(), gpu)
         if plan.number == 1:
             record_notes(ctx, job, plan.notes)
-        outcome = _supervise(ctx, job, plan, gpu, train, run_info)
+        with EpochWatcher(ctx, job, train, run_info):
+            outcome = _supervise(ctx, job, plan, gpu, train, run_info)
         run_info.update(ended=time.time(), exit=outcome.exit_code, how=outcome.ended,
                         seconds=round(outcome.seconds, 1))
         train["seconds"] = round(train.get("seconds", 0) + outcome.seconds, 1)

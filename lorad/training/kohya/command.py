@@ -82,11 +82,13 @@ def resolve_precision(preset: str | None, configured: str, bf16: bool) -> str:
 def run_args(base: dict[str, Any], *, model_path: str, train_dir: Path, output_dir: Path,
              token: str, epochs: int, prompts_file: Path, resume: Path | None = None,
              weights: Path | None = None, initial_epoch: int | None = None,
-             tokenizer_cache_dir: Path | None = None) -> dict[str, Any]:
+             tokenizer_cache_dir: Path | None = None, model_name: str = "",
+             sample_at_first: bool = False) -> dict[str, Any]:
     """The full argument set of one run (what lorad decides wins over every preset).
 
     A resumed state gets --initial_epoch too: Kohya otherwise counts the epochs to skip from the
-    state's step counter, which covers only the run that saved it.
+    state's step counter, which covers only the run that saved it. The LoRA's metadata names the
+    token as its trigger phrase, for the UIs that show it (modelspec.trigger_phrase).
     """
     fixed: dict[str, Any] = {
         "pretrained_model_name_or_path": model_path,
@@ -106,6 +108,11 @@ def run_args(base: dict[str, Any], *, model_path: str, train_dir: Path, output_d
         "tokenizer_cache_dir": str(tokenizer_cache_dir) if tokenizer_cache_dir else None,
         "log_with": None,
         "logging_dir": None,
+        "metadata_title": token,
+        "metadata_trigger_phrase": token,
+        "metadata_description": f"LoRA of {token} on {model_name or 'its base model'}, "
+                                "trained by lorad",
+        "sample_at_first": True if sample_at_first else None,
     }
     return merge(base, fixed)
 
