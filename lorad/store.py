@@ -23,10 +23,8 @@ from sqlite_utils import Database, Migrations
 # -> queued -> delivering -> done. `stage` names the next stage to run (or the running one).
 RUNNING = {"prepare": "preparing", "caption": "captioning", "train": "training",
            "deliver": "delivering"}
-STAGES = tuple(RUNNING)
 FINAL = ("done", "failed", "rejected", "cancelled")
 ACTIVE = ("queued", *RUNNING.values())
-STATES = ("claiming", *ACTIVE, *FINAL)
 
 migrations = Migrations("lorad")
 
@@ -437,9 +435,6 @@ class Store:
 
     def children(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM children").fetchall()]
-
-    def integrity_ok(self) -> bool:
-        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def _notification(row: sqlite3.Row) -> dict[str, Any]:
