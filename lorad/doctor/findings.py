@@ -29,6 +29,7 @@ from lorad.inbox.watcher import filesystem_type, needs_polling
 from lorad.settings import ConfigError, ModelSettings, Settings, find_config, load_settings
 from lorad.system.children import child_env
 from lorad.system.gpus import gpus as visible_gpus
+from lorad.system.safetensors import HeaderError, read_header
 from lorad.training.kohya.command import SCRIPTS
 from lorad.training.kohya.gui_preset import GuiPresetError, load_gui_preset
 
@@ -47,7 +48,6 @@ GPU_NEEDS_GB = {"sd15": 8, "sdxl": 10}
 # Below the usual defaults; lorad itself needs one watch and one instance.
 INOTIFY_MINIMUM = {"max_user_watches": 8192, "max_user_instances": 128}
 HELP_TIMEOUT = 180.0  # Kohya's scripts import torch and diffusers before parsing arguments
-MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 PROBE_PREFIX = ".lorad-doctor-"  # a hidden name: a running daemon's watcher never takes it
@@ -423,7 +423,7 @@ def model_file(name: str, path: Path, family: str) -> Check:
                                ".safetensors headers are read)")
     try:
         found = checkpoint_family(path)
-    except (OSError, ValueError) as error:
+    except (OSError, HeaderError) as error:
         return Check(FAIL, name, f"{path} is not a readable safetensors file ({error}); download "
                                  "it again")
     return family_check(name, f"{path} ({size})", found, family)
@@ -453,22 +453,10 @@ def family_check(name: str, what: str, found: str | None, family: str) -> Check:
 
 def checkpoint_family(path: Path) -> str | None:
     """"sdxl", "sd15" or None (cannot tell), from the tensor names in the header alone."""
-    with open(path, "rb") as handle:
-        length = int.from_bytes(handle.read(8), "little")
-        if not 2 <= length <= MAX_HEADER_BYTES:
-            raise ValueError("its header length is not plausible")
-        raw = handle.read(length)
-    if len(raw) < length:
-        raise ValueError("its header is truncated")
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("its header is not JSON") from None
-    if not isinstance(header, dict):
-        raise ValueError("its header is not a table of tensors")
-    if any(key.startswith("conditioner.embedders.1.") for key in header):
+    tensors = read_header(path).table
+    if any(key.startswith("conditioner.embedders.1.") for key in tensors):
         return "sdxl"
-    if any(key.startswith("cond_stage_model.transformer.") for key in header):
+    if any(key.startswith("cond_stage_model.transformer.") for key in tensors):
         return "sd15"
     return None
 
