@@ -369,7 +369,7 @@ def doctor(env: Env, send_test: bool) -> None:
     """Check the configuration and the machine; exit 1 if anything fails."""
     from rich.markup import escape
 
-    from lorad.doctor.findings import run_checks
+    from lorad.doctor.run import run_checks
 
     colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
     worst = "OK"
