@@ -432,7 +432,7 @@ def doctor(env: Env, send_test: bool) -> None:
     """
     from rich.markup import escape
 
-    from lorad.doctor.findings import run_checks
+    from lorad.doctor.run import run_checks
 
     colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
     worst = "OK"

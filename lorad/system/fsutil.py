@@ -128,10 +128,6 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def same_filesystem(a: Path, b: Path) -> bool:
-    return a.stat().st_dev == b.stat().st_dev
-
-
 def walk_files(root: Path) -> Iterator[Path]:
     """Every file below root, not following symbolic links to folders."""
     for folder, dirs, files in os.walk(root):
@@ -215,11 +211,6 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def free_bytes(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
 
 
 def unique_path(path: Path) -> Path:
