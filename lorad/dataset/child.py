@@ -1,5 +1,5 @@
 """Preparation in a child process: `python -m lorad.dataset.child` reads a request on stdin, runs
-`lorad.dataset.build.prepare_dataset` (which converts in a process pool) and reports on stdout.
+`lorad.dataset.prepare.prepare_dataset` (which converts in a process pool) and reports on stdout.
 
 The daemon never imports the image libraries: they, and the memory of a preparation, go away
 with the child. Events: {"event": "progress", "done", "total"}, then {"event": "result", ...}
@@ -31,7 +31,7 @@ class Prepared:
     train_dir: str
     report_path: str
     sheet_path: str
-    fingerprint: str  # the photos' content: lorad.dataset.build.content_fingerprint
+    fingerprint: str  # the photos' content: lorad.dataset.listing.content_fingerprint
 
 
 class PrepareFailed(Exception):
@@ -74,7 +74,9 @@ def run_preparer(req: dict[str, Any], *, python: str = "",
 
 
 def main() -> None:
-    from lorad.dataset.build import PrepareOptions, content_fingerprint, prepare_dataset
+    from lorad.dataset.listing import content_fingerprint
+    from lorad.dataset.options import PrepareOptions
+    from lorad.dataset.prepare import prepare_dataset
 
     protocol = Protocol()
     req = protocol.request()
