@@ -18,6 +18,7 @@ from typing import Any
 
 from lorad.captioning.text import write_caption
 from lorad.dataset.listing import CAPTION_EXTENSION, Entry
+from lorad.system.fsutil import atomic_write_text, atomic_write_with
 
 TRAIN_ROOT = "training_images"
 MANIFEST = "manifest.json"
@@ -56,9 +57,7 @@ def install(staging: Path, dest: Path, usable: bool) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     """`data` as indented JSON, in its own key order, written atomically."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_manifest(dest: Path, accepted: list[Entry], token: str, repeats: int) -> None:
@@ -84,10 +83,7 @@ def write_zip(dest: Path, zip_path: Path) -> Path:
         ) from None
     train = dest / manifest["train_dir"]
     names = [image["name"] for image in manifest["images"]]
-    partial = zip_path.with_name(f".{zip_path.name}.partial")
-    _fill_zip(partial, train, names)
-    os.replace(partial, zip_path)
-    return zip_path
+    return atomic_write_with(zip_path, lambda tmp: _fill_zip(tmp, train, names))
 
 
 def _fill_zip(path: Path, train: Path, names: list[str]) -> None:
