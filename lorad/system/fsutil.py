@@ -34,6 +34,11 @@ class DiskFull(OSError):
     def __str__(self) -> str:
         return str(self.strerror)
 
+    def __reduce__(self) -> tuple[type[DiskFull], tuple[int, str]]:
+        # Rebuilt from `where`, not from the message (which would get the advice twice): a
+        # DiskFull raised in a worker process arrives whole.
+        return DiskFull, (self.errno, self.where)
+
 
 def disk_full(folder: Path, error: OSError | None = None) -> DiskFull:
     number = error.errno if error is not None and error.errno else errno.ENOSPC
