@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lorad.store_children import ChildRecords
-from lorad.store_migrations import apply_migrations
-from lorad.store_notifications import NotificationQueue
+from lorad.store.children import ChildRecords
+from lorad.store.migrations import apply_migrations
+from lorad.store.notifications import NotificationQueue
 
 # A job's life: claiming -> queued -> preparing -> queued -> captioning -> queued -> training
 # -> queued -> delivering -> done. `stage` names the next stage to run (or the running one).
