@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from blipfixture import (  # noqa: E402
 
 from lorad.captioning import blip  # noqa: E402
 from lorad.captioning.client import CaptionJob, build_request  # noqa: E402
+from lorad.captioning.protocol import Generation  # noqa: E402
 from lorad.captioning.text import clean_caption, compile_phrases  # noqa: E402
 from lorad.settings import CaptionSettings  # noqa: E402
 
@@ -114,7 +115,7 @@ def run_lorad(
     captioner: blip.Captioner, settings: CaptionSettings, images: list[Path]
 ) -> dict[Path, str]:
     """lorad's child code path over `images`; the caption file of each image."""
-    request = blip.Request.from_json(build_request([CaptionJob(1, "", images)], settings))
+    request = build_request([CaptionJob(1, "", images)], settings)
     patterns = compile_phrases(settings.remove)
     job = request.jobs[0]
     blip.caption_job(captioner, job, settings.batch_size, patterns, lambda *_, **__: None)
@@ -122,13 +123,13 @@ def run_lorad(
 
 
 def run_pipeline(
-    pipe: Pipeline, generation: blip.Generation, images: list[Path]
+    pipe: Pipeline, generation: Generation, images: list[Path]
 ) -> dict[Path, str]:
     """One pipeline call per image; BLIP's caption of each, through lorad's clean-up (with no
     phrases to remove) so that it compares with lorad's caption files."""
     captions = {}
     for path in images:
-        result = pipe(images=str(path), text="", generate_kwargs=asdict(generation))
+        result = pipe(images=str(path), text="", generate_kwargs=generation.model_dump())
         captions[path] = clean_caption(result[0]["generated_text"], [])
     return captions
 
@@ -146,7 +147,7 @@ def main() -> None:
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         remove=[],  # compare BLIP's words on both sides
     )
-    generation = blip.Request.from_json(build_request([], settings)).generation
+    generation = build_request([], settings).generation
     with tempfile.TemporaryDirectory(prefix="lorad-bench-") as temp:
         folder = Path(temp)
         started = time.perf_counter()

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, ImageDraw
 
-from lorad.dataset.build import PrepareOptions, prepare_dataset
+from lorad.dataset.options import PrepareOptions
+from lorad.dataset.prepare import prepare_dataset
 from lorad.settings import PrepareSettings
 
 

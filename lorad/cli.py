@@ -13,13 +13,12 @@ import click
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
-from rich.progress_bar import ProgressBar
-from rich.table import Table
 
 from lorad import actions
 from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.store import Job, JobNotFound, Store
+from lorad.views import job_summary, job_text, status_table
 
 # Long lines (paths, messages) are never broken: they are often copied and pasted.
 console = Console(soft_wrap=True)
@@ -119,38 +118,6 @@ def run(env: Env, log_level: str | None) -> None:
 
 
 # ---- looking at jobs --------------------------------------------------------------------
-def age(job: Job) -> str:
-    seconds = int(time.time() - job.created_at)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def job_summary(job: Job) -> dict[str, Any]:
-    return {"id": job.id, "name": job.name, "token": job.token, "model": job.model,
-            "kind": job.kind, "parent": job.parent_id, "state": job.state, "stage": job.stage,
-            "progress": round(job.progress, 4), "progress_text": job.progress_text,
-            "age_seconds": round(time.time() - job.created_at, 1), "error": job.error,
-            "outbox": job.outbox_dir}
-
-
-def status_table(jobs: list[Job]) -> Table:
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "TOKEN", "STATE", "STAGE", "PROGRESS", "", "AGE"):
-        table.add_column(column, no_wrap=column != "")
-    colours = {"done": "green", "failed": "red", "rejected": "red", "cancelled": "yellow"}
-    for job in jobs:
-        state = f"[{colours.get(job.state, 'cyan')}]{job.state}[/]"
-        running = job.state not in ("queued", "done", "failed", "rejected", "cancelled")
-        bar: Any = ProgressBar(total=1.0, completed=job.progress, width=20) if running else ""
-        detail = job.error.splitlines()[0] if job.error else job.progress_text
-        # Names, errors and progress are text, never markup: "[train]" and "[/old]" show as typed.
-        table.add_row(str(job.id), escape(job.token or job.name), state, escape(job.stage), bar,
-                      escape(detail), age(job))
-    return table
-
-
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
 @click.option("--watch", "-w", is_flag=True, help="keep refreshing (Ctrl-C to leave)")
@@ -208,30 +175,7 @@ def show(env: Env, job: str, as_json: bool) -> None:
                 "notifications": notes}
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    # Everything but the labels is text, never markup: "[train]" in a message shows as typed.
-    lines = [f"[bold]job {found.id}[/bold] {escape(found.name)}  ({found.kind})",
-             escape(f"  token {found.token}  model {found.model}  state {found.state}  stage "
-                    f"{found.stage}"),
-             escape(f"  progress {found.progress:.0%} {found.progress_text}")]
-    if found.error:
-        lines.append(f"  [red]error[/red] {escape(found.error)}")
-    for label, value in (("work", found.work_dir), ("outbox", found.outbox_dir),
-                         ("failed", found.options.get("failed_path"))):
-        if value:
-            lines.append(escape(f"  {label} {value}"))
-    train = found.train
-    if train.get("runs"):
-        lines.append(f"  training: {len(train['runs'])} run(s), epochs up to {train['target']}")
-    if train.get("ladder"):
-        lines.append(escape(f"  memory ladder: {', '.join(train['ladder'])}"))
-    lines.append("[bold]events[/bold]")
-    for event in events[-40:]:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
-        lines.append(escape(f"  {stamp} {event.level:7} {event.message}"))
-    for note in notes:
-        lines.append(escape(f"  notification {note['event']}: {note['state']} "
-                            f"({note['attempts']} tries) {', '.join(note['targets'])}"))
-    console.print("\n".join(lines), highlight=False)
+    console.print(job_text(found, events, notes), highlight=False)
 
 
 @main.command()
@@ -432,7 +376,7 @@ def doctor(env: Env, send_test: bool) -> None:
     """
     from rich.markup import escape
 
-    from lorad.doctor.findings import run_checks
+    from lorad.doctor.run import run_checks
 
     colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
     worst = "OK"

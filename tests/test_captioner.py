@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from lorad.captioning.client import (
     images_to_caption,
     run_captioner,
 )
+from lorad.captioning.protocol import Job, Request
 from lorad.captioning.text import compile_phrases
 from lorad.settings import CaptionSettings
 
@@ -134,11 +134,11 @@ def test_cpu_flags_are_read_from_cpuinfo_on_x86_and_arm(tmp_path: Path) -> None:
 
 def test_bfloat16_on_the_cpu_captions_every_image(tiny_blip: Path, tmp_path: Path) -> None:
     settings = CaptionSettings(model=str(tiny_blip), device="cpu", precision="bfloat16")
-    request = blip.Request.from_json(lorad.captioning.client.build_request([], settings))
+    request = lorad.captioning.client.build_request([], settings)
     half = blip.load_captioner(request.model, request.device, request.generation,
                                request.precision)
     assert str(half.dtype) == "torch.bfloat16"
-    job = blip.Job(1, "alice, ", make_images(tmp_path, 3))
+    job = Job(job_id=1, prefix="alice, ", images=make_images(tmp_path, 3))
     assert blip.caption_job(half, job, 2, [], lambda *_, **__: None) == []
     for caption in read_captions(job.images):
         assert_prefixed_once(caption, "alice, ")
@@ -148,7 +148,7 @@ def test_bfloat16_on_the_cpu_captions_every_image(tiny_blip: Path, tmp_path: Pat
 def captioner(tiny_blip: Path) -> blip.Captioner:
     # float32, so that captions can be compared with plain transformers' to the letter
     settings = CaptionSettings(model=str(tiny_blip), device="cpu", precision="float32")
-    request = blip.Request.from_json(lorad.captioning.client.build_request([], settings))
+    request = lorad.captioning.client.build_request([], settings)
     return blip.load_captioner(request.model, request.device, request.generation,
                                request.precision)
 
@@ -157,7 +157,7 @@ def captioner(tiny_blip: Path) -> blip.Captioner:
 def test_every_image_gets_a_caption_batched_or_not(
     captioner: blip.Captioner, tmp_path: Path, batch_size: int
 ) -> None:
-    job = blip.Job(1, "alice, ", make_images(tmp_path, 5))
+    job = Job(job_id=1, prefix="alice, ", images=make_images(tmp_path, 5))
     events = []
     warnings = blip.caption_job(
         captioner,
@@ -190,7 +190,8 @@ def test_the_clean_up_rules_apply_to_what_blip_generates(tmp_path: Path) -> None
     raws = ["arafed woman holding a remote control in front of a wall",
             "there is a a man with a microphone in his hand",
             "there is holding a remote control"]
-    warnings = blip.caption_job(ScriptedBlip(raws), blip.Job(7, "alice, ", images), 2,
+    job = Job(job_id=7, prefix="alice, ", images=images)
+    warnings = blip.caption_job(ScriptedBlip(raws), job, 2,
                                 compile_phrases(CaptionSettings().remove),
                                 lambda event, **fields: None)
     assert read_captions(images) == ["alice, woman in front of a wall\n", "alice, a man\n",
@@ -216,7 +217,7 @@ def test_captions_are_those_of_plain_transformers_generate(
     images = [blip.read_image(path) for path in make_images(tmp_path, 3)]
     pixels = captioner.processor(images=images, return_tensors="pt")["pixel_values"]
     with torch.inference_mode():
-        ids = captioner.model.generate(pixel_values=pixels, **asdict(captioner.generation))
+        ids = captioner.model.generate(pixel_values=pixels, **captioner.generation.model_dump())
     plain = captioner.processor.batch_decode(ids, skip_special_tokens=True)
     assert captioner.caption(images) == plain
 
@@ -349,3 +350,34 @@ def test_caption_folder_skips_images_with_captions(
     monkeypatch.setattr(lorad.captioning.client, "run_captioner", fake_run)
     assert caption_folder(tmp_path, "alice, ", CaptionSettings()).ok
     assert runs == [[CaptionJob(0, "alice, ", [images[0], images[2]])]]
+
+
+def test_the_request_keeps_its_wire_shape_and_a_malformed_one_is_told_in_one_line(
+        tmp_path: Path) -> None:
+    """One model for both sides: the daemon's request, as JSON, is what the docstring shows; the
+    child reads it back whole and refuses a malformed one with a single fatal line."""
+    settings = CaptionSettings()
+    request = lorad.captioning.client.build_request(
+        [CaptionJob(7, "alice, ", [tmp_path / "01.png"])], settings)
+    sent = request.model_dump(mode="json")
+    assert sent["jobs"] == [{"job": 7, "prefix": "alice, ", "images": [str(tmp_path / "01.png")]}]
+    assert sent["generation"] == {"num_beams": 9, "min_length": 15, "max_length": 75,
+                                  "no_repeat_ngram_size": 3}
+    assert Request.read(json.loads(json.dumps(sent))) == request
+    child = subprocess.run([sys.executable, "-m", "lorad.captioning.blip"],
+                           input='{"model": "m", "jobs": [{"job": "x"}]}',
+                           capture_output=True, text=True, check=False)
+    assert child.returncode == blip.FATAL_EXIT
+    [line] = child.stdout.splitlines()
+    fatal = json.loads(line)
+    assert fatal["event"] == "fatal"
+    assert fatal["error"].startswith("lorad.captioning.blip: unusable request on stdin "
+                                     "(unusable Request: device: Field required; ")
+    assert "jobs.0.job: Input should be a valid integer" in fatal["error"]
+
+
+def test_a_malformed_event_is_a_caption_error_that_names_it(tmp_path: Path) -> None:
+    python = fake_python(tmp_path, """echo '{"event": "job_done", "warnings": []}'""")
+    settings = CaptionSettings(python=python)
+    with pytest.raises(CaptionError, match=r"sent an unusable JobDone: job: Field required$"):
+        run_captioner([CaptionJob(1, "a, ", [tmp_path / "01.png"])], settings)

@@ -1,4 +1,4 @@
-"""lorad.dataset.build: listing, conversion in a pool, checks, Kohya's layout, report, zip."""
+"""lorad.dataset: listing, conversion in a pool, checks, Kohya's layout, report, zip."""
 
 from __future__ import annotations
 
@@ -13,19 +13,12 @@ import pytest
 from badimages import FRONT_LENS, scene, write_corpus
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from lorad.dataset.build import (
-    CRASHED,
-    PrepareOptions,
-    _convert_all,
-    check_blur,
-    check_count,
-    content_fingerprint,
-    find_duplicates,
-    list_source,
-    prepare_dataset,
-    write_zip,
-)
+from lorad.dataset.checks import check_blur, check_count, find_duplicates
 from lorad.dataset.image import ImageVerdict, process_image
+from lorad.dataset.layout import write_zip
+from lorad.dataset.listing import content_fingerprint, list_source
+from lorad.dataset.options import PrepareOptions
+from lorad.dataset.prepare import CRASHED, _convert_all, prepare_dataset
 from lorad.settings import PrepareSettings
 
 SMALL = PrepareSettings(min_images=2, few_images=2, workers=2)  # small sets without count warnings

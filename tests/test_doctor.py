@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from lorad.doctor import findings as doctor
+from lorad.doctor.blip import blip
+from lorad.doctor.check import GB, Check
+from lorad.doctor.disk import disk_space
+from lorad.doctor.folders import claim_move, folder, layout
+from lorad.doctor.gpus import gpus, uvm_device
+from lorad.doctor.kohya import presets, trainer_starts
+from lorad.doctor.models import base_model
+from lorad.doctor.watching import inotify_limits
 from lorad.settings import ModelSettings, Settings, load_settings
 from lorad.system.gpus import gpus as visible_gpus
 
@@ -113,7 +120,7 @@ def test_an_invalid_configuration_is_one_failure_and_nothing_else_is_checked(tmp
 
 def test_a_checkpoint_of_the_other_family_fails(tmp_path):
     sdxl_file = write_checkpoint(tmp_path / "sdxl.safetensors", "sdxl")
-    check = doctor.base_model("models.sd15", ModelSettings(path=str(sdxl_file), family="sd15"))
+    check = base_model("models.sd15", ModelSettings(path=str(sdxl_file), family="sd15"))
     assert check.status == "FAIL"
     assert 'is an SDXL model but family = "sd15"; set family = "sdxl"' in check.message
 
@@ -121,9 +128,9 @@ def test_a_checkpoint_of_the_other_family_fails(tmp_path):
 def test_a_file_that_is_not_safetensors_fails_and_a_hub_name_warns(tmp_path):
     junk = tmp_path / "model.safetensors"
     junk.write_bytes(b"<html>not found</html>")
-    broken = doctor.base_model("models.x", ModelSettings(path=str(junk), family="sd15"))
+    broken = base_model("models.x", ModelSettings(path=str(junk), family="sd15"))
     assert broken.status == "FAIL" and "not a readable safetensors file" in broken.message
-    hub = doctor.base_model("models.x", ModelSettings(
+    hub = base_model("models.x", ModelSettings(
         path="stabilityai/stable-diffusion-xl-base-1.0", family="sdxl"))
     assert hub.status == "WARN" and "download it from the Hugging Face hub" in hub.message
 
@@ -134,7 +141,7 @@ def test_the_reason_a_trainer_does_not_start_is_shown(tmp_path, config):
                       "echo \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
     python.chmod(0o755)
     settings = load_settings(config(kohya={"python": str(python)}))
-    check = doctor.trainer_starts(settings, str(python))
+    check = trainer_starts(settings, str(python))
     assert check.status == "FAIL"
     assert "exited with status 1: ModuleNotFoundError: No module named 'torch'" in check.message
 
@@ -143,13 +150,13 @@ def test_blip_is_found_in_the_hugging_face_cache_or_said_to_be_downloaded(tmp_pa
                                                                          monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     settings = load_settings(config(caption={"model": "Salesforce/blip-image-captioning-large"}))
-    missing = doctor.blip(settings)
+    missing = blip(settings)
     assert missing.status == "WARN" and "downloaded on first use" in missing.message
     snapshot = (tmp_path / "hub" / "models--Salesforce--blip-image-captioning-large"
                 / "snapshots" / "abc123")
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
-    assert doctor.blip(settings).status == "OK"
+    assert blip(settings).status == "OK"
 
 
 @pytest.fixture
@@ -167,7 +174,7 @@ def fake_nvidia_smi(tmp_path, monkeypatch):
 
 def test_each_configured_gpu_is_listed_with_memory_and_bf16(config, fake_nvidia_smi):
     settings = load_settings(config(gpus=[0, 1]))
-    checks = {c.name: c for c in doctor.gpus(settings)}
+    checks = {c.name: c for c in gpus(settings)}
     assert checks["GPU 0"].status == "OK"
     assert checks["GPU 0"].message == "NVIDIA Test GPU, 24 GB, bf16 yes"
     assert checks["GPU 1"].status == "FAIL"
@@ -179,13 +186,13 @@ def test_low_inotify_limits_warn_and_a_polled_inbox_needs_none(tmp_path):
     proc.mkdir()
     (proc / "max_user_watches").write_text("65536\n")
     (proc / "max_user_instances").write_text("8\n")
-    low = doctor.inotify_limits("native", proc)
+    low = inotify_limits("native", proc)
     assert low.status == "WARN" and "max_user_instances = 8" in low.message
-    assert doctor.inotify_limits("poll", proc).status == "OK"
+    assert inotify_limits("poll", proc).status == "OK"
 
 
 # ---- folders ------------------------------------------------------------------------------
-def unprivileged(check: Callable[[], doctor.Check]) -> doctor.Check:
+def unprivileged(check: Callable[[], Check]) -> Check:
     """check() run by a user with no special rights: this one, or nobody when the tests run as
     root (root may write anywhere, so it would never see a folder it cannot write to)."""
     if os.geteuid() != 0:
@@ -206,7 +213,7 @@ def unprivileged(check: Callable[[], doctor.Check]) -> doctor.Check:
         data = pipe.read()
     os.waitpid(pid, 0)
     assert data, "the check did not run as an unprivileged user"
-    return doctor.Check(*json.loads(data))
+    return Check(*json.loads(data))
 
 
 @pytest.fixture
@@ -222,7 +229,7 @@ def test_a_folder_lorads_user_cannot_write_to_fails(shared_tmp):
     outbox = shared_tmp / "outbox"
     outbox.mkdir(mode=0o555)
     outbox.chmod(0o555)  # not the umask's choice: readable, not writable
-    check = unprivileged(lambda: doctor.folder("outbox", outbox, in_state_dir=False))
+    check = unprivileged(lambda: folder("outbox", outbox, in_state_dir=False))
     assert check.status == "FAIL", check
     assert f"{outbox} is not writable by" in check.message
     assert "give that user write access" in check.message
@@ -235,7 +242,7 @@ def test_an_outbox_inside_the_inbox_is_a_layout_failure(tmp_path):
     settings = Settings.model_construct(inbox=inbox, outbox=inbox / "results",
                                         state_dir=tmp_path / "state",
                                         failed=tmp_path / "state" / "failed")
-    check = doctor.layout(settings)
+    check = layout(settings)
     assert check.status == "FAIL"
     assert f"inbox ({inbox}) and outbox ({inbox / 'results'}) overlap" in check.message
 
@@ -249,7 +256,7 @@ def claiming_settings(tmp_path: Path) -> Settings:
 
 def test_claiming_is_tried_with_a_real_rename_and_leaves_nothing_behind(tmp_path):
     settings = claiming_settings(tmp_path)
-    check = doctor.claim_move(settings)
+    check = claim_move(settings)
     assert check.status == "OK" and "with one rename" in check.message
     assert list(settings.inbox.iterdir()) == [] and list(settings.state_dir.iterdir()) == []
 
@@ -263,7 +270,7 @@ def test_claiming_across_mounts_warns_that_folders_will_be_copied(tmp_path, monk
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
 
     monkeypatch.setattr(os, "rename", exdev)
-    check = doctor.claim_move(settings)
+    check = claim_move(settings)
     assert check.status == "WARN"
     assert "different filesystems or mounts" in check.message
     assert "copied, verified and then deleted" in check.message
@@ -277,7 +284,7 @@ def test_claiming_that_cannot_rename_at_all_fails(tmp_path, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied", str(src))
 
     monkeypatch.setattr(os, "rename", refuse)
-    check = doctor.claim_move(settings)
+    check = claim_move(settings)
     assert check.status == "FAIL" and "Permission denied" in check.message
     assert list(settings.inbox.iterdir()) == []
 
@@ -294,8 +301,8 @@ def test_the_disk_space_line_compares_free_space_with_what_a_training_needs(
     settings.models = {"sdxl": ModelSettings(path="x.safetensors", family="sdxl")}
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage",
-                        lambda path: usage._replace(free=int(free_gb * doctor.GB)))
-    [check] = doctor.disk_space(settings)  # state_dir and outbox share tmp_path's filesystem
+                        lambda path: usage._replace(free=int(free_gb * GB)))
+    [check] = disk_space(settings)  # state_dir and outbox share tmp_path's filesystem
     assert (check.name, check.status) == ("disk space", status)
     assert check.message.startswith(f"{free_gb:.1f} GB free for state_dir and outbox (one "
                                     "filesystem")
@@ -306,7 +313,7 @@ def test_the_disk_space_line_compares_free_space_with_what_a_training_needs(
 # ---- kohya_ss GUI presets -------------------------------------------------------------------
 def test_a_usable_gui_preset_is_ok_and_lists_what_it_ignores(config):
     settings = load_settings(config(models={"sd15": {"preset": str(GUI_SD15)}}))
-    [check] = doctor.presets(settings)
+    [check] = presets(settings)
     assert (check.status, check.name) == ("OK", "models.sd15.preset")
     assert f"{GUI_SD15} is used:" in check.message
     assert "ignored key 'caption_extension': lorad sets this itself" in check.message
@@ -314,7 +321,7 @@ def test_a_usable_gui_preset_is_ok_and_lists_what_it_ignores(config):
 
 def test_a_daemon_wide_gui_preset_fails_when_a_model_of_the_other_family_would_use_it(config):
     settings = load_settings(config(kohya={"preset": str(GUI_SD15)}))  # sd15 and sdxl models
-    [check] = doctor.presets(settings)
+    [check] = presets(settings)
     assert (check.status, check.name) == ("FAIL", "kohya.preset")
     assert "sdxl" in check.message and "fix the file or remove kohya.preset" in check.message
 
@@ -325,7 +332,7 @@ def test_a_gui_preset_that_cannot_be_used_fails_with_its_reason(tmp_path, config
     broken = tmp_path / "broken-preset.json"
     broken.write_text(json.dumps(data))
     settings = load_settings(config(models={"sd15": {"preset": str(broken)}}))
-    [check] = doctor.presets(settings)
+    [check] = presets(settings)
     assert (check.status, check.name) == ("FAIL", "models.sd15.preset")
     assert f"{broken}: key 'additional_parameters': refused" in check.message
     assert "fix the file or remove models.sd15.preset" in check.message
@@ -352,13 +359,13 @@ def devices_file(tmp_path: Path, uvm: str) -> Path:
 def test_nvidia_uvm_loaded_with_its_node_is_ok(tmp_path):
     node = tmp_path / "nvidia-uvm"
     node.touch()
-    check = doctor.uvm_device(devices_file(tmp_path, "510 nvidia-uvm"), node)
+    check = uvm_device(devices_file(tmp_path, "510 nvidia-uvm"), node)
     assert check is not None and check.status == "OK"
 
 
 def test_nvidia_uvm_not_loaded_and_without_a_node_warns_how_to_fix_both(tmp_path):
     node = tmp_path / "nvidia-uvm"
-    check = doctor.uvm_device(devices_file(tmp_path, ""), node)
+    check = uvm_device(devices_file(tmp_path, ""), node)
     assert check is not None and check.status == "WARN"
     assert "lists no nvidia-uvm" in check.message
     assert "/etc/modules-load.d/nvidia-uvm.conf" in check.message
@@ -366,7 +373,7 @@ def test_nvidia_uvm_not_loaded_and_without_a_node_warns_how_to_fix_both(tmp_path
 
 
 def test_a_missing_uvm_node_alone_warns(tmp_path):
-    check = doctor.uvm_device(devices_file(tmp_path, "510 nvidia-uvm"), tmp_path / "nvidia-uvm")
+    check = uvm_device(devices_file(tmp_path, "510 nvidia-uvm"), tmp_path / "nvidia-uvm")
     assert check is not None and check.status == "WARN"
     assert "lists no nvidia-uvm" not in check.message and "does not exist" in check.message
 
@@ -374,5 +381,5 @@ def test_a_missing_uvm_node_alone_warns(tmp_path):
 def test_without_any_nvidia_driver_the_uvm_check_is_skipped(tmp_path):
     devices = tmp_path / "devices"
     devices.write_text("Character devices:\n  1 mem\n  4 tty\n\nBlock devices:\n  8 sd\n")
-    assert doctor.uvm_device(devices, tmp_path / "nvidia-uvm") is None
-    assert doctor.uvm_device(tmp_path / "no-proc-devices", tmp_path / "nvidia-uvm") is None
+    assert uvm_device(devices, tmp_path / "nvidia-uvm") is None
+    assert uvm_device(tmp_path / "no-proc-devices", tmp_path / "nvidia-uvm") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -15,6 +16,7 @@ from PIL import Image, ImageFilter
 
 from lorad.dataset.image import fit_within, laplacian_variance, process_image
 from lorad.settings import PrepareSettings
+from lorad.system.fsutil import DiskFull
 
 SETTINGS = PrepareSettings()
 
@@ -172,6 +174,19 @@ def test_verdict_survives_pickling(corpus, outputs):
     verdict, _ = convert(corpus, outputs, "plain.jpg")
     assert pickle.loads(pickle.dumps(verdict)) == verdict
     assert len(verdict.phash) == len(verdict.phash_mirror) == 16
+
+
+def test_a_full_disk_raises_disk_full_which_crosses_a_process_unchanged(
+        corpus, tmp_path, monkeypatch):
+    def full(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(DiskFull) as caught:
+        process_image(corpus[0] / "plain.jpg", tmp_path / "out.png", SETTINGS)
+    assert str(caught.value).startswith(f"the disk holding {tmp_path} is full (no space left);")
+    assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fit_within_never_upscales():

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lorad.cli import job_summary
 from lorad.store import Event, Store
+from lorad.views import job_summary
 from tests.daemon_process import DaemonProcess, lorad
 from tests.photos import make_photos
 

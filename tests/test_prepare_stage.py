@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from lorad.dataset import stage as prepare
+from lorad.dataset.protocol import parse_event
 from lorad.errors import Rejected
 from tests.jobs import context
 from tests.photos import make_photos
@@ -37,3 +42,18 @@ def test_strict_in_lora_toml_turns_a_dataset_warning_into_a_rejection(config):
     message = str(refused.value)
     assert message.startswith("The dataset cannot be used: strict mode is on")
     assert "only 3 images" in message
+
+
+def test_a_malformed_request_or_event_is_told_in_one_line():
+    """Both sides read the protocol's messages through its models: what does not fit is named."""
+    child = subprocess.run([sys.executable, "-m", "lorad.dataset.child"], input='{"token": 1}',
+                           capture_output=True, text=True, check=False)
+    assert child.returncode == 1
+    [line] = child.stdout.splitlines()
+    error = json.loads(line)["error"]
+    assert error.startswith("lorad.dataset.child: unusable request on stdin (unusable "
+                            "PrepareRequest: source: Field required; ")
+    assert "token: Input should be a valid string" in error and "\n" not in error
+    with pytest.raises(ValueError, match=r"^unusable Progress: total: Field required$"):
+        parse_event({"event": "progress", "done": 1})
+    assert parse_event({"event": "something new"}) is None

@@ -6,21 +6,7 @@ It loads BLIP once, captions every image of every job in the request, writes `X.
 The daemon (`lorad.captioning.client`) starts it; nothing else in lorad imports torch or
 transformers.
 
-Request (one JSON object)::
-
-    {"model": "Salesforce/blip-image-captioning-large", "device": "auto", "precision": "auto",
-     "batch_size": 4,
-     "generation": {"num_beams": 9, "min_length": 15, "max_length": 75, "no_repeat_ngram_size": 3},
-     "remove": ["holding a remote control", ...],
-     "jobs": [{"job": 7, "prefix": "alice, ", "images": ["/abs/path/01.png", ...]}, ...]}
-
-Events, one JSON object a line on stdout::
-
-    {"event": "loaded", "model": ..., "device": "cuda:0", "dtype": "float16", "seconds": 4.2}
-    {"event": "progress", "job": 7, "done": 4, "total": 20}          after each batch
-    {"event": "job_done", "job": 7, "warnings": ["03.png: ..."]}
-    {"event": "job_error", "job": 7, "error": "/abs/path/05.png: cannot read the image (...)"}
-    {"event": "fatal", "error": "cannot load the BLIP model ..."}     then exit status 2
+The request and the events are defined in `lorad.captioning.protocol`.
 
 Stdout is kept for these events alone: file descriptor 1 is pointed at stderr before torch and
 transformers are imported (they are imported lazily for that reason), so anything they print
@@ -34,11 +20,21 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lorad.captioning.protocol import (
+    Emit,
+    Fatal,
+    Generation,
+    Job,
+    JobDone,
+    JobError,
+    Loaded,
+    Progress,
+    Request,
+)
 from lorad.captioning.text import (
     apply_prefix,
     caption_path,
@@ -54,52 +50,6 @@ if TYPE_CHECKING:
     from transformers import BlipForConditionalGeneration, BlipProcessor, EncoderDecoderCache
 
 FATAL_EXIT = 2
-
-Emit = Callable[..., None]
-
-
-@dataclass(frozen=True)
-class Generation:
-    """The settings passed to `generate` (the prefix is added afterwards, never as a prompt)."""
-
-    num_beams: int
-    min_length: int
-    max_length: int
-    no_repeat_ngram_size: int
-
-
-@dataclass(frozen=True)
-class Job:
-    job_id: int
-    prefix: str
-    images: list[Path]
-
-
-@dataclass(frozen=True)
-class Request:
-    model: str
-    device: str
-    precision: str
-    batch_size: int
-    generation: Generation
-    remove: list[str]
-    jobs: list[Job]
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Request:
-        jobs = [
-            Job(int(job["job"]), str(job["prefix"]), [Path(image) for image in job["images"]])
-            for job in data["jobs"]
-        ]
-        return cls(
-            model=str(data["model"]),
-            device=str(data["device"]),
-            precision=str(data.get("precision", "auto")),
-            batch_size=int(data["batch_size"]),
-            generation=Generation(**data["generation"]),
-            remove=[str(phrase) for phrase in data["remove"]],
-            jobs=jobs,
-        )
 
 
 class LoadError(Exception):
@@ -216,7 +166,7 @@ class Captioner:
             ids = self.model.generate(
                 pixel_values=pixels.to(self.device, self.dtype),
                 cache=self._cache(),
-                **asdict(self.generation),
+                **self.generation.model_dump(),
             )
         return self.processor.batch_decode(ids, skip_special_tokens=True)
 
@@ -281,7 +231,7 @@ def caption_job(
             warning = finish_caption(path, raw, job.prefix, patterns)
             if warning:
                 warnings.append(warning)
-        emit("progress", job=job.job_id, done=start + len(paths), total=len(job.images))
+        Progress(job=job.job_id, done=start + len(paths), total=len(job.images)).send(emit)
     return warnings
 
 
@@ -301,34 +251,33 @@ def run(request: Request, emit: Emit) -> None:
     patterns = compile_phrases(request.remove)
     captioner = load_captioner(request.model, request.device, request.generation,
                                request.precision)
-    emit(
-        "loaded",
+    Loaded(
         model=request.model,
         device=captioner.device,
         dtype=str(captioner.dtype).removeprefix("torch."),
         seconds=round(time.monotonic() - started, 2),
-    )
+    ).send(emit)
     for job in request.jobs:
         try:
             warnings = caption_job(captioner, job, request.batch_size, patterns, emit)
         except Exception as error:  # reported for this job; the other jobs go on
-            emit("job_error", job=job.job_id, error=describe_job_error(error))
+            JobError(job=job.job_id, error=describe_job_error(error)).send(emit)
         else:
-            emit("job_done", job=job.job_id, warnings=warnings)
+            JobDone(job=job.job_id, warnings=warnings).send(emit)
 
 
 def main() -> int:
     protocol = Protocol()
     emit = protocol.emit
     try:
-        request = Request.from_json(protocol.request())
-    except (ValueError, KeyError, TypeError) as error:
-        emit("fatal", error=f"lorad.captioning.blip: unusable request on stdin ({error!r})")
+        request = Request.read(protocol.request())
+    except ValueError as error:
+        Fatal(error=f"lorad.captioning.blip: unusable request on stdin ({error})").send(emit)
         return FATAL_EXIT
     try:
         run(request, emit)
     except (LoadError, ValueError) as error:  # ValueError: a caption.remove phrase
-        emit("fatal", error=str(error))
+        Fatal(error=str(error)).send(emit)
         return FATAL_EXIT
     return 0
 

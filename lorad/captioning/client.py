@@ -2,7 +2,7 @@
 
 This module never imports torch or transformers: the model lives in the child process alone,
 which exits after the run, so that its RAM and GPU memory are free again before training.
-The protocol (request on stdin, JSON lines on stdout) is described in `lorad.captioning.blip`.
+The protocol (a request on stdin, JSON lines on stdout) is `lorad.captioning.protocol`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,19 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from lorad.captioning.protocol import (
+    Event,
+    Fatal,
+    Generation,
+    Job,
+    JobDone,
+    JobError,
+    Loaded,
+    Progress,
+    Request,
+    parse_event,
+)
 from lorad.captioning.text import caption_path, compile_phrases
 from lorad.settings import CaptionSettings
 from lorad.system.jsonchild import ChildStopped, JsonChild, describe_exit
@@ -55,52 +66,95 @@ class CaptionCancelled(Exception):
     """should_stop() turned True: the child was terminated (SIGTERM, then SIGKILL)."""
 
 
-def build_request(jobs: list[CaptionJob], settings: CaptionSettings) -> dict[str, Any]:
-    """The JSON request that `lorad.captioning.blip` reads on stdin."""
-    return {
-        "model": settings.model,
-        "device": settings.device,
-        "precision": settings.precision,
-        "batch_size": settings.batch_size,
-        "generation": {
-            "num_beams": settings.num_beams,
-            "min_length": settings.min_length,
-            "max_length": settings.max_length,
-            "no_repeat_ngram_size": settings.no_repeat_ngram_size,
-        },
-        "remove": list(settings.remove),
-        "jobs": [
-            {
-                "job": job.job_id,
-                "prefix": job.prefix,
-                "images": [str(path.absolute()) for path in job.images],
-            }
+def build_request(jobs: list[CaptionJob], settings: CaptionSettings) -> Request:
+    """The request that `lorad.captioning.blip` reads on stdin."""
+    return Request(
+        model=settings.model,
+        device=settings.device,
+        precision=settings.precision,
+        batch_size=settings.batch_size,
+        generation=Generation(
+            num_beams=settings.num_beams,
+            min_length=settings.min_length,
+            max_length=settings.max_length,
+            no_repeat_ngram_size=settings.no_repeat_ngram_size,
+        ),
+        remove=list(settings.remove),
+        jobs=[
+            Job(job_id=job.job_id, prefix=job.prefix,
+                images=[path.absolute() for path in job.images])
             for job in jobs
         ],
-    }
+    )
 
 
 def _apply_event(
-    event: dict[str, Any],
+    event: Event,
     outcomes: dict[int, CaptionOutcome],
     on_progress: ProgressCallback | None,
 ) -> str | None:
     """Record one event; return the error of a fatal event."""
-    kind = event.get("event")
-    if kind == "loaded":
+    if isinstance(event, Loaded):
         logger.info(
             "captioning with %s on %s (%s), loaded in %.1f s",
-            event.get("model"), event.get("device"), event.get("dtype"), event.get("seconds", 0),
+            event.model, event.device, event.dtype, event.seconds,
         )
-    elif kind == "progress" and on_progress is not None:
-        on_progress(event["job"], event["done"], event["total"])
-    elif kind == "job_done":
-        outcomes[event["job"]] = CaptionOutcome(event["job"], True, None, event.get("warnings", []))
-    elif kind == "job_error":
-        outcomes[event["job"]] = CaptionOutcome(event["job"], False, event.get("error"), [])
-    elif kind == "fatal":
-        return str(event.get("error"))
+    elif isinstance(event, Progress) and on_progress is not None:
+        on_progress(event.job, event.done, event.total)
+    elif isinstance(event, JobDone):
+        outcomes[event.job] = CaptionOutcome(event.job, True, None, event.warnings)
+    elif isinstance(event, JobError):
+        outcomes[event.job] = CaptionOutcome(event.job, False, event.error, [])
+    elif isinstance(event, Fatal):
+        return event.error
     return None
+
+
+def _follow(
+    child: JsonChild,
+    settings: CaptionSettings,
+    outcomes: dict[int, CaptionOutcome],
+    should_stop: Callable[[], bool] | None,
+    on_progress: ProgressCallback | None,
+    on_job_done: Callable[[CaptionOutcome], None] | None,
+) -> str | None:
+    """Record the child's events until it closes stdout; return the error of a fatal event."""
+    fatal = None
+    for data in child.events(should_stop):
+        try:
+            event = parse_event(data)
+        except ValueError as error:
+            raise CaptionError(
+                f"the captioning process for {settings.model!r} sent an {error}", outcomes
+            ) from None
+        if event is None:
+            continue
+        fatal = _apply_event(event, outcomes, on_progress) or fatal
+        if on_job_done is not None and isinstance(event, JobDone | JobError):
+            on_job_done(outcomes[event.job])
+    return fatal
+
+
+def _check_finished(
+    child: JsonChild,
+    settings: CaptionSettings,
+    pending: list[CaptionJob],
+    outcomes: dict[int, CaptionOutcome],
+    returncode: int,
+) -> None:
+    """CaptionError when the child left a job without an outcome (it crashed, say)."""
+    missing = [job.job_id for job in pending if job.job_id not in outcomes]
+    if missing:
+        raise CaptionError(
+            f"the captioning process for {settings.model!r} {describe_exit(returncode)} "
+            f"before finishing job(s) {', '.join(map(str, missing))}; "
+            f"its last output:\n{child.stderr_text()}",
+            outcomes,
+        )
+    if returncode != 0:  # e.g. a crash while exiting: every caption is written all the same
+        logger.warning(
+            "the captioning process %s after reporting every job", describe_exit(returncode)
+        )
 
 
 def _start(settings: CaptionSettings, env: dict[str, str] | None,
@@ -147,15 +201,11 @@ def run_captioner(
     if not pending:
         return outcomes
     child = _start(settings, env, spawn)
-    fatal = None
     try:
         if on_start is not None:
             on_start(child.process.pid)
-        child.send(build_request(pending, settings))
-        for event in child.events(should_stop):
-            fatal = _apply_event(event, outcomes, on_progress) or fatal
-            if on_job_done is not None and event.get("event") in ("job_done", "job_error"):
-                on_job_done(outcomes[event["job"]])
+        child.send(build_request(pending, settings).model_dump(mode="json"))
+        fatal = _follow(child, settings, outcomes, should_stop, on_progress, on_job_done)
     except ChildStopped:
         child.terminate()
         raise CaptionCancelled("captioning was cancelled") from None
@@ -166,18 +216,7 @@ def run_captioner(
         returncode = child.finish()
     if fatal is not None:
         raise CaptionError(fatal, outcomes)
-    missing = [job.job_id for job in pending if job.job_id not in outcomes]
-    if missing:
-        raise CaptionError(
-            f"the captioning process for {settings.model!r} {describe_exit(returncode)} "
-            f"before finishing job(s) {', '.join(map(str, missing))}; "
-            f"its last output:\n{child.stderr_text()}",
-            outcomes,
-        )
-    if returncode != 0:  # e.g. a crash while exiting: every caption is written all the same
-        logger.warning(
-            "the captioning process %s after reporting every job", describe_exit(returncode)
-        )
+    _check_finished(child, settings, pending, outcomes, returncode)
     return outcomes
 
 

@@ -3,7 +3,7 @@
 `process_image` is what a worker process runs for each file of a subject folder. It never raises for
 a bad image: it returns an `ImageVerdict` whose `reason` says what is wrong with the file. Reasons
 and warnings are phrased to follow the file's name ("photo.jpg" + " is empty (0 bytes): ...").
-Only a failure to write the output (a full disk, say) raises.
+Only a failure to write the output raises (`lorad.system.fsutil.DiskFull` for a full disk).
 
 While it runs, `process_image` sets Pillow's process-wide pixel limit (`Image.MAX_IMAGE_PIXELS`)
 and turns DecompressionBombWarning into an error: run it in worker processes, not beside threads
@@ -12,11 +12,11 @@ that use Pillow.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import imagehash
@@ -27,6 +27,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lorad.dataset.sheets import THUMB
 from lorad.settings import PrepareSettings
+from lorad.system.fsutil import atomic_write_with
 
 # scipy.fftpack is imported above so that the forkserver, which preloads this module, loads it
 # once, instead of every worker process loading it on its first phash.
@@ -314,9 +315,7 @@ def _downscale(image: Image.Image, max_side: int) -> Image.Image:
 def _save_png(image: Image.Image, out: Path) -> None:
     """Write without EXIF, text or colour profile: the pixels are all Kohya reads."""
     image.info = {}
-    partial = out.with_name(f".{out.name}.partial")
-    image.save(partial, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    os.replace(partial, out)
+    atomic_write_with(out, partial(image.save, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
 def _thumbnail(image: Image.Image) -> Image.Image:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from lorad.captioning.client import CaptionError, caption_folder, images_to_caption
 from lorad.captioning.text import caption_path, prefix_only, write_caption
-from lorad.dataset.build import PrepareOptions, PrepareResult, prepare_dataset, write_zip
+from lorad.dataset.layout import write_zip
+from lorad.dataset.options import PrepareOptions
+from lorad.dataset.prepare import prepare_dataset
+from lorad.dataset.report import PrepareResult
 from lorad.settings import CaptionSettings, ConfigError, PrepareSettings, find_config, load_settings
 from lorad.subject import SubjectError, fill_token, read_subject_file
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lorad.context import Context
-from lorad.dataset.child import PrepareFailed, request, run_preparer
+from lorad.dataset.child import PrepareFailed, run_preparer
+from lorad.dataset.protocol import PrepareRequest
 from lorad.delivery.outbox import take_folder
 from lorad.errors import Rejected, StageFailed
 from lorad.store import Job
@@ -35,10 +36,10 @@ def run(ctx: Context, job: Job) -> None:
     def progress(done: int, total: int) -> None:
         store.set_progress(job.id, done / max(total, 1), f"{done}/{total} images checked")
 
-    req = request(paths.source, paths.dataset, token=subject.token, prefix=subject.prefix,
-                  repeats=subject.repeats, strict=subject.strict_or(settings.prepare.strict),
-                  settings=settings.prepare,
-                  ignore=list(settings.watch.ignore))
+    req = PrepareRequest(source=paths.source, dest=paths.dataset, token=subject.token,
+                         prefix=subject.prefix, repeats=subject.repeats,
+                         strict=subject.strict_or(settings.prepare.strict),
+                         settings=settings.prepare, ignore=list(settings.watch.ignore))
     try:
         with children.tracked(store, "prepare", [job.id]) as spawn:
             result = run_preparer(req, on_progress=progress, should_stop=ctx.stopping.is_set,

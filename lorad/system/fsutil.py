@@ -34,6 +34,11 @@ class DiskFull(OSError):
     def __str__(self) -> str:
         return str(self.strerror)
 
+    def __reduce__(self) -> tuple[type[DiskFull], tuple[int, str]]:
+        # Rebuilt from `where`, not from the message (which would get the advice twice): a
+        # DiskFull raised in a worker process arrives whole.
+        return DiskFull, (self.errno, self.where)
+
 
 def disk_full(folder: Path, error: OSError | None = None) -> DiskFull:
     number = error.errno if error is not None and error.errno else errno.ENOSPC
@@ -128,10 +133,6 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def same_filesystem(a: Path, b: Path) -> bool:
-    return a.stat().st_dev == b.stat().st_dev
-
-
 def walk_files(root: Path) -> Iterator[Path]:
     """Every file below root, not following symbolic links to folders."""
     for folder, dirs, files in os.walk(root):
@@ -215,11 +216,6 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def free_bytes(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
 
 
 def unique_path(path: Path) -> Path:

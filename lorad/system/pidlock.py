@@ -41,19 +41,3 @@ class PidLock:
             self._handle.close()
             self._handle = None
 
-
-def running_pid(state_dir: Path) -> int | None:
-    """The pid of the daemon holding state_dir's lock, or None when none runs."""
-    path = state_dir / "lorad.pid"
-    try:
-        handle = open(path)
-    except FileNotFoundError:
-        return None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return None

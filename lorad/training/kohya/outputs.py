@@ -9,39 +9,29 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_HEADER = 100 * 1024 * 1024
+from lorad.system.safetensors import HeaderError, read_header
 
 
 def safetensors_problem(path: Path) -> str | None:
     """None when the file is a complete safetensors file, else what is wrong with it."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                return f"{path.name} is {size} bytes long, too short to be a safetensors file"
-            (length,) = struct.unpack("<Q", head)
-            if length > MAX_HEADER or 8 + length > size:
-                return f"{path.name} has a broken header (it is truncated or not safetensors)"
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError, UnicodeDecodeError) as error:
+        header = read_header(path)
+    except (OSError, HeaderError) as error:
         return f"{path.name} cannot be read as safetensors ({error})"
-    if not isinstance(header, dict):
-        return f"{path.name} has a broken header"
     end = 0
-    for name, entry in header.items():
+    for name, entry in header.table.items():
         if name == "__metadata__":
             continue
         try:
             end = max(end, int(entry["data_offsets"][1]))
         except (KeyError, TypeError, IndexError, ValueError):
             return f"{path.name}: tensor {name!r} has no data offsets"
-    if 8 + length + end != size:
-        return (f"{path.name} is {size} bytes but its header describes {8 + length + end}: "
+    described = 8 + header.length + end
+    if described != header.file_size:
+        return (f"{path.name} is {header.file_size} bytes but its header describes {described}: "
                 "the file is truncated or corrupt")
     return None
 

@@ -2,11 +2,13 @@
 
 The store is the only truth. Every state change is one conditional UPDATE, so that the daemon, its
 worker threads and CLI commands in other processes never overwrite each other's decisions.
+
+Store's methods for the notification queue and the child process records are in
+store_notifications.py and store_children.py (its bases); the schema is in store_migrations.py.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import sqlite3
 import threading
@@ -17,65 +19,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database, Migrations
+from lorad.store.children import ChildRecords
+from lorad.store.migrations import apply_migrations
+from lorad.store.notifications import NotificationQueue
 
 # A job's life: claiming -> queued -> preparing -> queued -> captioning -> queued -> training
 # -> queued -> delivering -> done. `stage` names the next stage to run (or the running one).
 RUNNING = {"prepare": "preparing", "caption": "captioning", "train": "training",
            "deliver": "delivering"}
-STAGES = tuple(RUNNING)
 FINAL = ("done", "failed", "rejected", "cancelled")
 ACTIVE = ("queued", *RUNNING.values())
-STATES = ("claiming", *ACTIVE, *FINAL)
-
-migrations = Migrations("lorad")
-
-
-@migrations(transactional=False)
-def m001_wal(db: Database) -> None:
-    db.execute("PRAGMA journal_mode=WAL")
-
-
-@migrations()
-def m002_jobs(db: Database) -> None:
-    db["jobs"].create(
-        {
-            "id": int, "name": str, "kind": str, "parent_id": int, "token": str, "model": str,
-            "state": str, "stage": str, "progress": float, "progress_text": str,
-            "attempts": int, "error": str, "settings": str, "content_hash": str,
-            "inbox_path": str, "source_dir": str, "work_dir": str, "outbox_dir": str,
-            "gpu": int, "train": str, "options": str, "cancel_requested": int,
-            "created_at": float, "updated_at": float, "started_at": float,
-            "finished_at": float,
-        },
-        pk="id",
-        not_null={"name", "state", "stage", "created_at", "updated_at"},
-        defaults={"kind": "new", "progress": 0.0, "progress_text": "", "attempts": 0,
-                  "cancel_requested": 0, "train": "{}", "options": "{}", "settings": "{}"},
-    )
-    db["jobs"].create_index(["state"])
-    db["jobs"].create_index(["token"])
-    db["jobs"].create_index(["content_hash"])
-    db["events"].create(
-        {"id": int, "job_id": int, "at": float, "level": str, "message": str, "data": str},
-        pk="id",
-        foreign_keys=[("job_id", "jobs", "id")],
-    )
-    db["events"].create_index(["job_id"])
-    db["notifications"].create(
-        {
-            "id": int, "job_id": int, "event": str, "title": str, "body": str,
-            "attach": str, "tags": str, "targets": str, "attempts": int, "state": str,
-            "next_at": float, "created_at": float, "sent_at": float, "last_error": str,
-        },
-        pk="id",
-        defaults={"attempts": 0, "state": "pending", "targets": "{}", "tags": "[]"},
-    )
-    db["notifications"].create_index(["state", "next_at"])
-    db["children"].create(
-        {"pgid": int, "started": int, "kind": str, "job_ids": str, "at": float}, pk="pgid"
-    )
-
 
 JSON_FIELDS = ("settings", "train", "options")
 
@@ -142,7 +95,7 @@ class JobNotFound(LookupError):
     pass
 
 
-class Store:
+class Store(NotificationQueue, ChildRecords):
     """One SQLite database; each thread gets its own connection."""
 
     def __init__(self, path: Path, *, migrate: bool = True) -> None:
@@ -150,8 +103,7 @@ class Store:
         self._local = threading.local()
         if migrate:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with _file_lock(self.path.with_name(self.path.name + ".migrate.lock")):
-                migrations.apply(Database(self._connect()))
+            apply_migrations(self.path, self._connect)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
@@ -387,73 +339,3 @@ class Store:
                 (content_hash, job_id, token_asked, token, model_asked, model),
             ).fetchone()
         return Job.from_row(row) if row else None
-
-    # ---- notifications -------------------------------------------------------------------
-    def add_notification(self, job_id: int, event: str, title: str, body: str,
-                         attach: str | None, tags: list[str]) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO notifications (job_id, event, title, body, attach, tags, state, "
-            "next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (job_id, event, title, body, attach, json.dumps(tags), time.time(), time.time()),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    def due_notifications(self, now: float) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT * FROM notifications WHERE state = 'pending' AND next_at <= ? ORDER BY id",
-            (now,),
-        ).fetchall()
-        return [_notification(r) for r in rows]
-
-    def next_notification_at(self) -> float | None:
-        row = self.conn.execute(
-            "SELECT MIN(next_at) FROM notifications WHERE state = 'pending'"
-        ).fetchone()
-        return row[0] if row else None
-
-    def notifications(self, job_id: int) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT * FROM notifications WHERE job_id = ? ORDER BY id", (job_id,)
-        ).fetchall()
-        return [_notification(r) for r in rows]
-
-    def update_notification(self, note_id: int, **values: Any) -> None:
-        if "targets" in values:
-            values["targets"] = json.dumps(values["targets"], sort_keys=True)
-        sets = ", ".join(f"{k} = ?" for k in values)
-        self.conn.execute(f"UPDATE notifications SET {sets} WHERE id = ?",
-                          (*values.values(), note_id))
-
-    # ---- child processes (trainers, captioners) ---------------------------------------------
-    def add_child(self, pgid: int, started: int, kind: str, job_ids: list[int]) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO children (pgid, started, kind, job_ids, at) "
-            "VALUES (?, ?, ?, ?, ?)", (pgid, started, kind, json.dumps(job_ids), time.time()),
-        )
-
-    def remove_child(self, pgid: int) -> None:
-        self.conn.execute("DELETE FROM children WHERE pgid = ?", (pgid,))
-
-    def children(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute("SELECT * FROM children").fetchall()]
-
-    def integrity_ok(self) -> bool:
-        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-
-
-def _notification(row: sqlite3.Row) -> dict[str, Any]:
-    data = dict(row)
-    data["tags"] = json.loads(data["tags"] or "[]")
-    data["targets"] = json.loads(data["targets"] or "{}")
-    return data
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

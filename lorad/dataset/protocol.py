@@ -1,0 +1,103 @@
+"""The prepare child's protocol (`python -m lorad.dataset.child`), defined once for both sides.
+
+The daemon sends one `PrepareRequest` on the child's stdin; the child answers with JSON lines on
+stdout: `Progress` events ({"event": "progress", "done", "total"}), then one `Result`
+({"event": "result", "result": {...}}, a `Prepared`) or one `Failure` ({"event": "error",
+"error"}). Each side reads what it receives with `read` or `parse_event`: a malformed message
+is a ValueError of one line that names the fields at fault.
+
+Only pydantic and the settings are imported here: the daemon never loads the image libraries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ValidationError
+
+from lorad.dataset.options import PrepareOptions
+from lorad.settings import PrepareSettings
+
+Emit = Callable[..., None]  # lorad.system.jsonchild.Protocol.emit: (event, **fields)
+
+
+class Message(BaseModel):
+    """A message of this protocol, as JSON."""
+
+    @classmethod
+    def read(cls, data: Any) -> Self:
+        """`data` as this message; ValueError (one line) when it does not fit."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, item['loc'])) or 'message'}: {item['msg']}"
+                for item in error.errors(include_url=False)
+            )
+            raise ValueError(f"unusable {cls.__name__}: {problems}") from None
+
+
+class PrepareRequest(Message):
+    source: Path  # the subject folder, only read
+    dest: Path  # where the dataset, report.json and dataset.png go
+    token: str
+    prefix: str
+    repeats: int | None
+    strict: bool
+    settings: PrepareSettings
+    ignore: list[str]
+
+    def options(self) -> PrepareOptions:
+        return PrepareOptions(token=self.token, prefix=self.prefix, repeats=self.repeats,
+                              strict=self.strict, settings=self.settings, ignore=self.ignore)
+
+
+class Prepared(Message):
+    """What the daemon learns from a preparation (a PrepareResult, as plain data)."""
+
+    usable: bool
+    message: str
+    accepted: int
+    refused: int
+    warnings: list[str]
+    problems: list[str]
+    repeats: int
+    train_dir: Path
+    report_path: Path
+    sheet_path: Path
+    fingerprint: str  # the photos' content: lorad.dataset.listing.content_fingerprint
+
+
+class Event(Message):
+    event: str
+
+    def send(self, emit: Emit) -> None:
+        """Write this event through the child's emit."""
+        emit(**self.model_dump(mode="json"))
+
+
+class Progress(Event):
+    event: Literal["progress"] = "progress"
+    done: int
+    total: int
+
+
+class Result(Event):
+    event: Literal["result"] = "result"
+    result: Prepared
+
+
+class Failure(Event):
+    event: Literal["error"] = "error"
+    error: str
+
+
+EVENTS: dict[str, type[Event]] = {"progress": Progress, "result": Result, "error": Failure}
+
+
+def parse_event(data: dict[str, Any]) -> Event | None:
+    """The event a line of the child holds; None for a kind this side does not know."""
+    kind = EVENTS.get(str(data.get("event")))
+    return None if kind is None else kind.read(data)
