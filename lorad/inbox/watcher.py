@@ -6,6 +6,8 @@ change restarts the wait and there is no give-up. System litter (.DS_Store, @eaD
 out of the fingerprint; an empty folder is never ready (it may be about to be filled), but once it
 has stayed empty for the settle time a warning names it, once. Filesystem events only say "look
 now"; a full rescan at start-up and every `watch.rescan_seconds` covers lost events and downtime.
+An inbox removed while lorad runs is looked for every second, and watched again as soon as it
+exists: a watch dies with the folder it was set on.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glus
 # in the inbox costs little), and always at the moment it would become ready.
 CHECK_INTERVAL = 0.25
 MAX_CHECK_INTERVAL = 2.0
+# How often a missing inbox (removed, or its share not mounted) is looked for.
+MISSING_INBOX_INTERVAL = 1.0
 
 Fingerprint = tuple[int, frozenset[tuple[str, int, int]]]
 
@@ -121,11 +125,11 @@ class Candidate:
 
 
 class _Nudge(FileSystemEventHandler):
-    def __init__(self, on_event: Callable[[], None]) -> None:
+    def __init__(self, on_event: Callable[[FileSystemEvent], None]) -> None:
         self.on_event = on_event
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self.on_event()
+        self.on_event(event)
 
 
 class Inbox:
@@ -144,10 +148,18 @@ class Inbox:
         self._next_rescan = float("-inf")
         self._reported: set[str] = set()
         self.outside_links: list[Path] = []
+        self._watched: tuple[int, int] | None = None  # (device, inode) of the watched folder
+        self._watch_lost = threading.Event()  # the watched folder was removed
+        self._missing = False
 
     # ---- observing -----------------------------------------------------------------------
     def start(self) -> str:
         """Start watching; returns the mode used ("native" or "poll")."""
+        try:
+            st = os.stat(self.inbox)
+            self._watched = (st.st_dev, st.st_ino)
+        except OSError:
+            self._watched = None
         mode = self.settings.mode
         if mode == "auto":
             fs_type = filesystem_type(self.inbox)
@@ -178,9 +190,19 @@ class Inbox:
         observer.start()
         return observer
 
-    def _nudge(self) -> None:
+    def _nudge(self, event: FileSystemEvent | None = None) -> None:
+        if (event is not None and event.event_type == "deleted"
+                and os.fsdecode(event.src_path) == str(self.inbox)):
+            self._watch_lost.set()  # the watch went with the folder
         self._dirty.set()
         self.wake.set()
+
+    def _rewatch(self) -> None:
+        """Watch the inbox again: it was removed, and now exists anew."""
+        self.stop()
+        self._watch_lost.clear()
+        mode = self.start()
+        log.info("the inbox %s exists again: watching it (%s)", self.inbox, mode)
 
     def stop(self) -> None:
         if self.observer is not None:
@@ -193,10 +215,15 @@ class Inbox:
         """Look at every top-level entry of the inbox."""
         self._next_rescan = self.clock() + self.settings.rescan_seconds
         try:
+            st = os.stat(self.inbox)
+            if self.observer is not None and (self._watch_lost.is_set()
+                                              or (st.st_dev, st.st_ino) != self._watched):
+                self._rewatch()  # a watch is set on a folder, not on a path
             names = set(os.listdir(self.inbox))
         except FileNotFoundError:
-            log.error("the inbox %s does not exist", self.inbox)
+            self._lost_inbox()
             return
+        self._missing = False
         for name in list(self.candidates):
             if name not in names:
                 del self.candidates[name]
@@ -204,6 +231,16 @@ class Inbox:
             if name not in self.candidates and not self._skipped(name):
                 self._consider(name)
         self._reported &= names
+
+    def _lost_inbox(self) -> None:
+        """The inbox is gone: look for it again soon, and say so once."""
+        self._next_rescan = self.clock() + min(MISSING_INBOX_INTERVAL, self.settings.rescan_seconds)
+        self.candidates.clear()
+        if not self._missing:
+            self._missing = True
+            log.error("the inbox %s does not exist (removed, or not mounted): lorad looks for it "
+                      "every %gs and watches it again once it is back", self.inbox,
+                      MISSING_INBOX_INTERVAL)
 
     def _skipped(self, name: str) -> bool:
         """Top-level names that are never subjects: still arriving, system litter, ignored."""
