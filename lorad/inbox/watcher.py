@@ -6,8 +6,8 @@ change restarts the wait and there is no give-up. System litter (.DS_Store, @eaD
 out of the fingerprint; an empty folder is never ready (it may be about to be filled), but once it
 has stayed empty for the settle time a warning names it, once. Filesystem events only say "look
 now"; a full rescan at start-up and every `watch.rescan_seconds` covers lost events and downtime.
-An inbox removed while lorad runs is looked for every second, and watched again as soon as it
-exists: a watch dies with the folder it was set on.
+An inbox removed while lorad runs is looked for every second, and watched again (and its lock
+taken again) as soon as it exists: a watch dies with the folder it was set on.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from lorad.inbox.junk import is_arriving_folder, is_junk, is_junk_dir, is_partial
+from lorad.inbox.lock import INBOX_LOCK, InboxLock
 from lorad.settings import WatchSettings
 from lorad.system.logs import log
+from lorad.system.pidlock import AlreadyRunning
 
 # Filesystems where inotify does not see changes made by other machines or by the host.
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs",
@@ -136,8 +138,10 @@ class Inbox:
     """Finds the inbox folders that are ready to become jobs. Not thread-safe: one caller."""
 
     def __init__(self, inbox: Path, settings: WatchSettings, wake: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, lock: InboxLock | None = None
+                 ) -> None:
         self.inbox = inbox
+        self.lock = lock  # taken again when the inbox is created anew
         self.settings = settings
         self.wake = wake or threading.Event()
         self.clock = clock
@@ -203,6 +207,11 @@ class Inbox:
         self._watch_lost.clear()
         mode = self.start()
         log.info("the inbox %s exists again: watching it (%s)", self.inbox, mode)
+        if self.lock is not None:
+            try:
+                self.lock.renew()
+            except (AlreadyRunning, OSError) as error:
+                log.error("cannot take the inbox's lock again: %s", error)
 
     def stop(self) -> None:
         if self.observer is not None:
@@ -243,8 +252,9 @@ class Inbox:
                       MISSING_INBOX_INTERVAL)
 
     def _skipped(self, name: str) -> bool:
-        """Top-level names that are never subjects: still arriving, system litter, ignored."""
-        return (is_arriving_folder(name) or is_junk_dir(name)
+        """Top-level names that are never subjects: still arriving, system litter, ignored, and
+        the inbox's own lock file."""
+        return (name == INBOX_LOCK or is_arriving_folder(name) or is_junk_dir(name)
                 or is_junk(name, self.settings.ignore))
 
     def _consider(self, name: str) -> None:
