@@ -466,4 +466,4 @@ def test_the_status_line_counts_the_queue_and_names_the_running_jobs(tmp_path, m
     store.create_job("bob", state="preparing", stage="prepare")
     store.create_job("carol", state="done", stage="done", finished_at=time.time())
     assert daemon.status_line() == "3 queued, training alice 50%, preparing bob, 1 done today"
-    daemon.cpu.shutdown()
+    store.close()

@@ -86,6 +86,43 @@ def test_each_target_is_retried_alone(config, hook):
     assert sorted(targets.values()) == ["failed", "sent"]
 
 
+def test_a_target_that_never_answers_does_not_hold_up_the_others(config, hook):
+    """A target that takes the request and answers only after 60 s (past the 10 s timeout) is
+    listed before a fast one: the fast one has its message at once, not after the slow one's
+    timeout; only the slow one counts as failed, and only it is tried again."""
+    slow = type(hook)()
+    slow.delay = 60.0
+    try:
+        ctx = context(config())
+        settings = NotifySettings(urls=[slow.url, hook.url], retry_seconds=[0.0],
+                                  timeout_seconds=10)
+        job_id = queue_one(ctx, settings)
+        sender = notify.Sender(ctx.store, settings)
+        started = time.monotonic()
+        first_pass = threading.Thread(target=sender.send_due)
+        first_pass.start()
+        assert len(hook.wait_for(1, timeout=60)) == 1
+        fast_after = time.monotonic() - started
+        first_pass.join(timeout=120)
+        pass_took = time.monotonic() - started
+        assert not first_pass.is_alive()
+        note = ctx.store.notifications(job_id)[0]
+        slow.delay = 0.0
+        assert sender.send_due() == 1
+        retried = ctx.store.notifications(job_id)[0]
+    finally:
+        slow.close()
+    print(f"fast target served after {fast_after:.2f} s; the pass ended after {pass_took:.2f} s "
+          "(the slow target's timeout: 10 s)")
+    assert fast_after < 5, "the fast target waited for the slow one"
+    assert (note["state"], note["attempts"]) == ("pending", 1)
+    assert {notify.label(s) for s in notify.build_apprise(settings).find("all")} == set(
+        note["targets"])
+    assert sorted(note["targets"].values()) == ["failed", "sent"]
+    assert retried["state"] == "sent" and set(retried["targets"].values()) == {"sent"}
+    assert len(hook.received) == 1 and len(slow.received) == 1  # each had it once
+
+
 def test_subject_tags_choose_the_recipients(config, hook, tmp_path):
     other = type(hook)()
     try:

@@ -23,6 +23,7 @@ from lorad.daemon.scheduler import Scheduler
 from lorad.delivery import notify, requests
 from lorad.errors import CannotStart
 from lorad.inbox import claim, refuse
+from lorad.inbox.lock import InboxLock
 from lorad.inbox.watcher import Inbox
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.store import RUNNING, Store
@@ -52,6 +53,7 @@ class Daemon:
         self.config_path = config_path
         self.wake = threading.Event()
         self.lock = PidLock(settings.state_dir)
+        self.inbox_lock = InboxLock(settings.inbox, settings.state_dir)
         self.sd = SystemdNotifier.from_env()
         self.stopping = threading.Event()  # set by SIGTERM/SIGINT, also during start-up
         self.ctx: Context | None = None  # once started
@@ -68,6 +70,7 @@ class Daemon:
             for folder in (settings.inbox, settings.outbox, settings.failed_dir,
                            settings.work_dir):
                 Path(folder).mkdir(parents=True, exist_ok=True)
+            self.inbox_lock.acquire()  # one daemon per inbox, beside one per state_dir
         except OSError as error:
             raise CannotStart.from_os_error(error) from error
         for folder in (settings.outbox, settings.failed_dir, settings.work_dir,
@@ -82,7 +85,7 @@ class Daemon:
         refuse.recover_rejections(ctx)
         for job in store.recover():
             for_job(job.id, job.token or job.name).info("continues at the %s stage", job.stage)
-        self.inbox = Inbox(settings.inbox, settings.watch, self.wake)
+        self.inbox = Inbox(settings.inbox, settings.watch, self.wake, lock=self.inbox_lock)
         mode = self.inbox.start()
         self.inbox.rescan()
         self.sender = notify.Sender(store, settings.notify, wake=ctx.notify_wake)
@@ -139,6 +142,7 @@ class Daemon:
         # and is sent at the next start; stopping does not wait for it.
         self.sender_thread.join(timeout=2.0)
         self.ctx.store.close()
+        self.inbox_lock.release()
         self.lock.release()
         log.info("lorad stopped")
         return finished

@@ -2,7 +2,9 @@
 
 A job's events (accepted, rejected, failed, done) become rows in the `notifications` table in the
 same step that changes the job; a sender thread delivers them to each Apprise target, retrying a
-failed target with backoff. Sending never changes a job's state and never delays the next job.
+failed target with backoff. Each target is sent to in its own thread, so a target that never
+answers holds only its own messages, never the others'. Sending never changes a job's state and
+never delays the next job.
 URLs are only ever shown in Apprise's privacy form (secrets masked).
 """
 
@@ -20,6 +22,9 @@ from lorad.settings import NotifySettings
 from lorad.store import Job, Store
 from lorad.system.logs import log
 
+# Threads sending at once in one pass; targets beyond this share them, each target's messages
+# still in order.
+MAX_PARALLEL_TARGETS = 8
 NOTIFY_TYPE = {"accepted": apprise.NotifyType.INFO, "epoch": apprise.NotifyType.INFO,
                "rejected": apprise.NotifyType.WARNING,
                "failed": apprise.NotifyType.FAILURE, "done": apprise.NotifyType.SUCCESS}
@@ -102,27 +107,60 @@ class Sender:
         return list(self.apprise.find(tags or "all"))
 
     def send_due(self, now: float | None = None) -> int:
-        sent = 0
+        """Send every due notification to its targets that have not had it; returns how many
+        were sent to all their targets."""
+        work: list[tuple[dict[str, Any], list[Any]]] = []
         for note in self.store.due_notifications(now if now is not None else time.time()):
-            sent += self._send(note)
-        return sent
-
-    def _send(self, note: dict[str, Any]) -> int:
-        status: dict[str, str] = dict(note["targets"])
-        targets = self._targets(note["tags"])
-        if not targets:
+            targets = self._targets(note["tags"])
+            if targets:
+                work.append((note, targets))
+                continue
             self.store.update_notification(note["id"], state="gave_up",
                                            last_error="no notification target has these tags")
             self.store.event(note["job_id"], f"notification '{note['event']}' has no target "
                                              f"with tags {note['tags']}", level="warning")
-            return 0
-        attach = note["attach"] if note["attach"] and Path(note["attach"]).is_file() else None
+        results = self._deliver_all(work)
+        return sum(self._conclude(note, targets, results) for note, targets in work)
+
+    def _deliver_all(self, work: list[tuple[dict[str, Any], list[Any]]]
+                     ) -> dict[tuple[int, int], bool]:
+        """Deliver each note to its targets that have not had it, each target in its own thread
+        (its notes in order); {(note id, id(target)): delivered}. Only the store is left to the
+        caller's thread."""
+        queues: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+        for note, targets in work:
+            for service in targets:
+                if note["targets"].get(label(service)) != "sent":
+                    queues.setdefault(id(service), (service, []))[1].append(note)
+        results: dict[tuple[int, int], bool] = {}
+
+        def lane(queue: list[tuple[Any, list[dict[str, Any]]]]) -> None:
+            for service, notes in queue:
+                for note in notes:
+                    results[note["id"], id(service)] = self._deliver(service, note)
+
+        groups = list(queues.values())
+        count = min(MAX_PARALLEL_TARGETS, len(groups))
+        # Daemon threads: a target that never answers must not hold up lorad's exit.
+        threads = [threading.Thread(target=lane, args=(groups[i::count],), daemon=True,
+                                    name="lorad-notify-target") for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    def _conclude(self, note: dict[str, Any], targets: list[Any],
+                  results: dict[tuple[int, int], bool]) -> int:
+        """Record one note's outcome: sent to all, retried later for the failed targets only, or
+        given up; 1 when it was sent to all."""
+        status: dict[str, str] = dict(note["targets"])
         errors = []
         for service in targets:
             key = label(service)
             if status.get(key) == "sent":
                 continue
-            ok = self._deliver(service, note, attach)
+            ok = results.get((note["id"], id(service)), False)
             status[key] = "sent" if ok else "failed"
             if not ok:
                 errors.append(key)
@@ -151,7 +189,8 @@ class Sender:
                     note["event"], message, delay)
         return 0
 
-    def _deliver(self, service: Any, note: dict[str, Any], attach: str | None) -> bool:
+    def _deliver(self, service: Any, note: dict[str, Any]) -> bool:
+        attach = note["attach"] if note["attach"] and Path(note["attach"]).is_file() else None
         kwargs: dict[str, Any] = {"body": note["body"], "title": note["title"],
                                   "notify_type": NOTIFY_TYPE.get(note["event"],
                                                                  apprise.NotifyType.INFO)}

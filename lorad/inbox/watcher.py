@@ -6,6 +6,8 @@ change restarts the wait and there is no give-up. System litter (.DS_Store, @eaD
 out of the fingerprint; an empty folder is never ready (it may be about to be filled), but once it
 has stayed empty for the settle time a warning names it, once. Filesystem events only say "look
 now"; a full rescan at start-up and every `watch.rescan_seconds` covers lost events and downtime.
+An inbox removed while lorad runs is looked for every second, and watched again (and its lock
+taken again) as soon as it exists: a watch dies with the folder it was set on.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from lorad.inbox.junk import is_arriving_folder, is_junk, is_junk_dir, is_partial
+from lorad.inbox.lock import INBOX_LOCK, InboxLock
 from lorad.settings import WatchSettings
 from lorad.system.logs import log
+from lorad.system.pidlock import AlreadyRunning
 
 # Filesystems where inotify does not see changes made by other machines or by the host.
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs",
@@ -36,6 +40,8 @@ NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glus
 # in the inbox costs little), and always at the moment it would become ready.
 CHECK_INTERVAL = 0.25
 MAX_CHECK_INTERVAL = 2.0
+# How often a missing inbox (removed, or its share not mounted) is looked for.
+MISSING_INBOX_INTERVAL = 1.0
 
 Fingerprint = tuple[int, frozenset[tuple[str, int, int]]]
 
@@ -121,19 +127,21 @@ class Candidate:
 
 
 class _Nudge(FileSystemEventHandler):
-    def __init__(self, on_event: Callable[[], None]) -> None:
+    def __init__(self, on_event: Callable[[FileSystemEvent], None]) -> None:
         self.on_event = on_event
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self.on_event()
+        self.on_event(event)
 
 
 class Inbox:
     """Finds the inbox folders that are ready to become jobs. Not thread-safe: one caller."""
 
     def __init__(self, inbox: Path, settings: WatchSettings, wake: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, lock: InboxLock | None = None
+                 ) -> None:
         self.inbox = inbox
+        self.lock = lock  # taken again when the inbox is created anew
         self.settings = settings
         self.wake = wake or threading.Event()
         self.clock = clock
@@ -144,10 +152,18 @@ class Inbox:
         self._next_rescan = float("-inf")
         self._reported: set[str] = set()
         self.outside_links: list[Path] = []
+        self._watched: tuple[int, int] | None = None  # (device, inode) of the watched folder
+        self._watch_lost = threading.Event()  # the watched folder was removed
+        self._missing = False
 
     # ---- observing -----------------------------------------------------------------------
     def start(self) -> str:
         """Start watching; returns the mode used ("native" or "poll")."""
+        try:
+            st = os.stat(self.inbox)
+            self._watched = (st.st_dev, st.st_ino)
+        except OSError:
+            self._watched = None
         mode = self.settings.mode
         if mode == "auto":
             fs_type = filesystem_type(self.inbox)
@@ -178,9 +194,24 @@ class Inbox:
         observer.start()
         return observer
 
-    def _nudge(self) -> None:
+    def _nudge(self, event: FileSystemEvent | None = None) -> None:
+        if (event is not None and event.event_type == "deleted"
+                and os.fsdecode(event.src_path) == str(self.inbox)):
+            self._watch_lost.set()  # the watch went with the folder
         self._dirty.set()
         self.wake.set()
+
+    def _rewatch(self) -> None:
+        """Watch the inbox again: it was removed, and now exists anew."""
+        self.stop()
+        self._watch_lost.clear()
+        mode = self.start()
+        log.info("the inbox %s exists again: watching it (%s)", self.inbox, mode)
+        if self.lock is not None:
+            try:
+                self.lock.renew()
+            except (AlreadyRunning, OSError) as error:
+                log.error("cannot take the inbox's lock again: %s", error)
 
     def stop(self) -> None:
         if self.observer is not None:
@@ -193,10 +224,15 @@ class Inbox:
         """Look at every top-level entry of the inbox."""
         self._next_rescan = self.clock() + self.settings.rescan_seconds
         try:
+            st = os.stat(self.inbox)
+            if self.observer is not None and (self._watch_lost.is_set()
+                                              or (st.st_dev, st.st_ino) != self._watched):
+                self._rewatch()  # a watch is set on a folder, not on a path
             names = set(os.listdir(self.inbox))
         except FileNotFoundError:
-            log.error("the inbox %s does not exist", self.inbox)
+            self._lost_inbox()
             return
+        self._missing = False
         for name in list(self.candidates):
             if name not in names:
                 del self.candidates[name]
@@ -205,9 +241,20 @@ class Inbox:
                 self._consider(name)
         self._reported &= names
 
+    def _lost_inbox(self) -> None:
+        """The inbox is gone: look for it again soon, and say so once."""
+        self._next_rescan = self.clock() + min(MISSING_INBOX_INTERVAL, self.settings.rescan_seconds)
+        self.candidates.clear()
+        if not self._missing:
+            self._missing = True
+            log.error("the inbox %s does not exist (removed, or not mounted): lorad looks for it "
+                      "every %gs and watches it again once it is back", self.inbox,
+                      MISSING_INBOX_INTERVAL)
+
     def _skipped(self, name: str) -> bool:
-        """Top-level names that are never subjects: still arriving, system litter, ignored."""
-        return (is_arriving_folder(name) or is_junk_dir(name)
+        """Top-level names that are never subjects: still arriving, system litter, ignored, and
+        the inbox's own lock file."""
+        return (name == INBOX_LOCK or is_arriving_folder(name) or is_junk_dir(name)
                 or is_junk(name, self.settings.ignore))
 
     def _consider(self, name: str) -> None:
