@@ -58,11 +58,12 @@ def run(ctx: Context, job: Job) -> None:
 
 
 def final_epoch(m: Manifest, job: Job) -> int | None:
-    """The epoch that is the LoRA once this job is delivered: one a person picked while it ran,
-    else its newest; a job that trained nothing (new captions only) leaves it as it was."""
+    """The epoch that is the LoRA once this job is delivered: one a person picked since the job
+    was made (while it trained), else the newest; a job that trained nothing (new captions
+    only) leaves it as it was."""
     own = [n for n, entry in m.epochs.items() if entry.job == job.id]
     if not own:
         return m.final.epoch if m.final and m.final.epoch in m.epochs else m.newest()
     picked_meanwhile = (m.final is not None and m.final.how == "picked"
-                        and m.final.at >= (job.started_at or 0) and m.final.epoch in m.epochs)
+                        and m.final.at >= job.created_at and m.final.epoch in m.epochs)
     return m.final.epoch if picked_meanwhile and m.final else m.newest()

@@ -125,15 +125,17 @@ def plan_run(ctx: Context, job: Job, gpu: int, train: dict[str, Any]) -> Plan | 
 
 
 def samples_missing(ctx: Context, job: Job, args: dict[str, Any], epoch: int) -> bool:
-    """Whether epoch `epoch` should have samples (sampling is on) and has none: the training
-    was stopped while drawing them. The next run then draws them first (--sample_at_first)."""
-    if not args.get("sample_every_n_epochs") and not args.get("sample_every_n_steps"):
+    """Whether epoch `epoch` should have a sample per prompt (sampling is on) and has fewer:
+    the training was stopped while drawing them. The next run then draws them first
+    (--sample_at_first)."""
+    every = args.get("sample_every_n_epochs") or 0
+    if not every or epoch % every:
         return False
-    token = job.token or ""
+    pattern = f"{glob.escape(job.token or '')}_e{epoch:06d}_[0-9][0-9].png"
     paths = ctx.paths(job)
-    pattern = f"{glob.escape(token)}_e{epoch:06d}_*.png"
     folders = [paths.samples] + ([Path(job.outbox_dir) / "samples"] if job.outbox_dir else [])
-    return not any(any(folder.glob(pattern)) for folder in folders)
+    found = {path.name for folder in folders for path in folder.glob(pattern)}
+    return len(found) < len(subject_of(job).prompts())
 
 
 def preview_command(ctx: Context, job: Job, gpu: int = 0) -> list[str]:

@@ -80,7 +80,10 @@ def _read_prompts(path: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and line[0] != "#"]
 
 
-def generate(args: argparse.Namespace, epoch: int | None, steps: int, console: Console) -> None:
+def generate(args: argparse.Namespace, epoch: int | None, steps: int, console: Console,
+             seconds: float = 0.0) -> None:
+    """Kohya's sampling: one PNG per prompt line, each taking `seconds` (the control file's
+    sample_seconds; real sampling is slow, and a kill can land in the middle of it)."""
     if not is_due(args, epoch, steps):
         return
     console.log("INFO", "")
@@ -106,6 +109,8 @@ def generate(args: argparse.Namespace, epoch: int | None, steps: int, console: C
         console.log("INFO", f"sample_sampler: {prompt.get('sample_sampler', args.sample_sampler)}")
         if seed is not None:
             console.log("INFO", f"seed: {seed}")
+        if seconds:
+            time.sleep(seconds)
         stamp = time.strftime("%Y%m%d%H%M%S", time.localtime())
         seed_suffix = "" if seed is None else f"_{seed}"
         name = f"{prefix}{label}_{index:02d}_{stamp}{seed_suffix}.png"

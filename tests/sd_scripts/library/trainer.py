@@ -229,7 +229,7 @@ class Trainer:
     def _run(self, first_epoch: int, num_epochs: int, steps_per_epoch: int) -> None:
         args, console = self.args, self.console
         global_step = 0
-        samples.generate(args, 0, global_step, console)
+        samples.generate(args, 0, global_step, console, self.control.sample_seconds)
         bar = ProgressBar(args.max_train_steps, console)
         losses: deque[float] = deque(maxlen=steps_per_epoch)
         loss_source = random.Random(args.seed)
@@ -244,7 +244,8 @@ class Trainer:
                 global_step += 1
                 losses.append(0.06 + 0.1 * loss_source.random() / (1 + global_step / 50))
                 bar.step(sum(losses) / len(losses))
-                samples.generate(args, None, global_step, console)
+                samples.generate(args, None, global_step, console,
+                                 self.control.sample_seconds)
                 if args.save_every_n_steps and global_step % args.save_every_n_steps == 0:
                     self._save_step(global_step, epoch)
                 if global_step >= args.max_train_steps:
@@ -252,7 +253,7 @@ class Trainer:
             every = args.save_every_n_epochs
             if every is not None and (epoch + 1) % every == 0 and epoch + 1 < num_epochs:
                 self._save_epoch(global_step, epoch + 1)
-            samples.generate(args, epoch + 1, global_step, console)
+            samples.generate(args, epoch + 1, global_step, console, self.control.sample_seconds)
 
         if args.save_state or args.save_state_on_train_end:
             console.log("INFO", "saving last state.")
