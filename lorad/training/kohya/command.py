@@ -16,6 +16,7 @@ from typing import Any
 from lorad.settings import ModelSettings, Settings
 from lorad.subject import SubjectSettings
 from lorad.training.kohya.args import apply_overrides, check_args, merge, to_argv
+from lorad.training.kohya.buckets import BucketError, Source, fit_buckets, sources
 from lorad.training.kohya.gui_preset import GuiPresetError, load_gui_preset
 from lorad.training.kohya.presets import load_preset
 
@@ -48,9 +49,12 @@ class BaseArgs:
 
 
 def base_args(settings: Settings, subject: SubjectSettings, bf16: bool) -> BaseArgs:
+    """The job's arguments from its layers, with the bucket limits widened to hold the
+    resolution where nobody chose them against it (each widening is a note)."""
     assert subject.model
     model: ModelSettings = settings.models[subject.model]
-    layers = [load_preset(model.family)]
+    layers = [(Source(0, f"lorad's {model.family} preset", chosen=False),
+               load_preset(model.family))]
     notes: list[str] = []
     for source, path in (("kohya.preset", settings.kohya.preset),
                          (f"models.{subject.model}.preset", model.preset)):
@@ -60,9 +64,16 @@ def base_args(settings: Settings, subject: SubjectSettings, bf16: bool) -> BaseA
             gui = load_gui_preset(Path(path), model.family)
         except GuiPresetError as error:
             raise CommandError(f"{source}: {error}") from None
-        layers.append(gui.args)
+        layers.append((Source(len(layers), f"{source} ({path})", chosen=True, gui=True),
+                       gui.args))
         notes.extend(f"{source} ({path}): {note}" for note in gui.notes)
-    args = apply_overrides(merge(*layers), subject.train.set_values())
+    overrides = subject.train.set_values()
+    args = apply_overrides(merge(*(layer for _, layer in layers)), overrides)
+    subject_layer = (Source(len(layers), "lora.toml [train]", chosen=True), overrides)
+    try:
+        notes.extend(fit_buckets(args, sources([*layers, subject_layer])))
+    except BucketError as error:
+        raise CommandError(str(error)) from None
     args["mixed_precision"] = resolve_precision(
         args.get("mixed_precision"), settings.kohya.mixed_precision, bf16
     )
