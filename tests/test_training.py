@@ -214,6 +214,20 @@ def test_crashes_beyond_max_attempts_fail_the_job(config, fake_trainer):
         train.run(ctx, ctx.store.get(job_id), 0)
 
 
+def test_a_check_of_kohyas_that_fails_every_time_is_not_retried(config, fake_trainer, tmp_path):
+    gui = tmp_path / "gui.json"  # Kohya asserts that cached latents rule out colour augmentation
+    gui.write_text(json.dumps({"cache_latents": True, "color_aug": True}))
+    ctx = context(config(kohya={"preset": str(gui), "max_attempts": 3}))
+    job_id = prepared_job(ctx, subject={"epochs": 1})
+    with pytest.raises(StageFailed) as failure:
+        train.run(ctx, ctx.store.get(job_id), 0)
+    assert str(failure.value) == ("Kohya refused the settings: AssertionError: when caching "
+                                  "latents, either color_aug or random_crop cannot be used / "
+                                  "latentをキャッシュするときはcolor_augとrandom_cropは使えません")
+    assert len(trainer_runs(fake_trainer())) == 1
+    assert ctx.store.get(job_id).attempts == 0
+
+
 def test_a_silent_trainer_is_stopped_as_stalled(config, fake_trainer):
     fake_trainer(step_seconds=0.05, faults=[{"kind": "silent", "at_step": 3}])
     ctx = context(config(kohya={"stall_minutes": 0.03, "max_attempts": 1}))

@@ -41,7 +41,8 @@ from lorad.training.kohya.progress import Progress, ProgressTracker
 from lorad.training.kohya.supervisor import RunControl, RunOutcome, supervise
 from lorad.workspace import epoch_file_name
 
-NOT_RETRIED = ("missing_model", "bad_args", "no_data", "disk_full")
+# Failures that are the same on every try: the settings, the base model, the script, the data.
+NOT_RETRIED = ("missing_model", "missing_script", "bad_args", "refused", "no_data", "disk_full")
 
 
 class Interrupted(Exception):
@@ -237,7 +238,7 @@ def _failure(ctx: Context, job: Job, plan: Plan, outcome: RunOutcome, corrupt: l
     wrote = last_epoch(ctx, job) >= plan.target
     if corrupt and outcome.exit_code == 0:
         return Failure("corrupt", f"the trainer wrote a corrupt model file: {corrupt[0]}")
-    return classify(outcome.tail, outcome.exit_code, wrote)
+    return classify(outcome.tail, outcome.exit_code, wrote, outcome.training_started)
 
 
 def _recover(ctx: Context, job: Job, gpu: int, train: dict[str, Any], failure: Failure) -> None:
