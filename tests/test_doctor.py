@@ -174,6 +174,24 @@ def test_each_configured_gpu_is_listed_with_memory_and_bf16(config, fake_nvidia_
     assert "nvidia-smi shows only [0]" in checks["GPU 1"].message
 
 
+def test_training_on_the_cpu_is_a_warning_that_it_is_very_slow(config, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: no GPU visible
+    visible_gpus.cache_clear()
+    try:
+        found = doctor.cpu_training(load_settings(config()))
+        forced = doctor.cpu_training(load_settings(config(kohya={"mixed_precision": "fp16"})))
+    finally:
+        visible_gpus.cache_clear()
+    assert found is not None and found.status == "WARN"
+    assert "trains on the CPU" in found.message and "very slow" in found.message
+    assert '"auto" becomes "no"' in found.message
+    assert forced is not None and 'kohya.mixed_precision = "fp16" crashes' in forced.message
+
+
+def test_no_cpu_training_warning_where_a_gpu_is_visible(config, fake_nvidia_smi):
+    assert doctor.cpu_training(load_settings(config())) is None
+
+
 def test_low_inotify_limits_warn_and_a_polled_inbox_needs_none(tmp_path):
     proc = tmp_path / "inotify"
     proc.mkdir()

@@ -82,6 +82,9 @@ def run_checks(config_path: Path | None, *, send_test: bool = False) -> Iterator
     yield from models(settings)
     yield blip(settings)
     yield from gpus(settings)
+    on_cpu = cpu_training(settings)
+    if on_cpu is not None:
+        yield on_cpu
     uvm = uvm_device()
     if uvm is not None:
         yield uvm
@@ -533,6 +536,20 @@ def gpus(settings: Settings) -> Iterator[Check]:
                                               "the out-of-memory ladder (slower)")
         else:
             yield Check(OK, f"GPU {index}", what)
+
+
+def cpu_training(settings: Settings) -> Check | None:
+    """With no GPU visible Kohya trains on the CPU: say that it is very slow, and that fp16,
+    which crashes there, must not be forced. None where a GPU is visible."""
+    if visible_gpus():
+        return None
+    message = ("no GPU is visible, so Kohya trains on the CPU, in full precision "
+               "(mixed_precision \"auto\" becomes \"no\"): very slow, hours per epoch at 512 px "
+               "where a GPU takes minutes; give lorad an NVIDIA GPU and its driver")
+    if settings.kohya.mixed_precision == "fp16":
+        message += ('; and kohya.mixed_precision = "fp16" crashes on the CPU (c10::Half != '
+                    'float): set it to "auto" or "no"')
+    return Check(WARN, "training on the CPU", message)
 
 
 def char_devices(text: str) -> set[str]:

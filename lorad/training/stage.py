@@ -21,7 +21,7 @@ from lorad.store import Job
 from lorad.subject import subject_of
 from lorad.system.children import child_env
 from lorad.system.fsutil import atomic_write_text
-from lorad.system.gpus import bf16_supported
+from lorad.system.gpus import any_visible, bf16_supported
 from lorad.training.epochs import harvest, last_epoch, saved_states
 from lorad.training.executor import LocalExecutor, TrainingRun
 from lorad.training.followup import seed_followup
@@ -73,7 +73,7 @@ class Plan:
 def job_base(ctx: Context, job: Job, gpu: int) -> BaseArgs:
     """The job's arguments from the presets and its subject, and the presets' notes."""
     try:
-        return base_args(ctx.settings, subject_of(job), bf16_supported(gpu))
+        return base_args(ctx.settings, subject_of(job), bf16_supported(gpu), any_visible())
     except CommandError as error:
         raise StageFailed(str(error)) from None
 

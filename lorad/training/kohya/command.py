@@ -48,9 +48,11 @@ class BaseArgs:
     notes: list[str] = field(default_factory=list)
 
 
-def base_args(settings: Settings, subject: SubjectSettings, bf16: bool) -> BaseArgs:
+def base_args(settings: Settings, subject: SubjectSettings, bf16: bool,
+              gpu: bool = True) -> BaseArgs:
     """The job's arguments from its layers, with the bucket limits widened to hold the
-    resolution where nobody chose them against it (each widening is a note)."""
+    resolution where nobody chose them against it (each widening is a note). bf16: the GPU has
+    it; gpu: a GPU is visible at all (else Kohya trains on the CPU)."""
     assert subject.model
     model: ModelSettings = settings.models[subject.model]
     layers = [(Source(0, f"lorad's {model.family} preset", chosen=False),
@@ -75,18 +77,19 @@ def base_args(settings: Settings, subject: SubjectSettings, bf16: bool) -> BaseA
     except BucketError as error:
         raise CommandError(str(error)) from None
     args["mixed_precision"] = resolve_precision(
-        args.get("mixed_precision"), settings.kohya.mixed_precision, bf16
+        args.get("mixed_precision"), settings.kohya.mixed_precision, bf16, gpu
     )
     if args.get("save_precision") in ("fp16", "bf16"):
         args["save_precision"] = "bf16" if args["mixed_precision"] == "bf16" else "fp16"
     return BaseArgs(model.family, args, notes)
 
 
-def resolve_precision(preset: str | None, configured: str, bf16: bool) -> str:
-    """ "auto" (from the preset or the configuration) is bf16 where the GPU has it, else fp16."""
+def resolve_precision(preset: str | None, configured: str, bf16: bool, gpu: bool = True) -> str:
+    """ "auto" (from the preset or the configuration) is bf16 where the GPU has it, else fp16;
+    with no GPU at all it is "no": fp16 on the CPU crashes in Kohya (c10::Half != float)."""
     wanted = configured if configured != "auto" else (preset or "auto")
     if wanted == "auto":
-        return "bf16" if bf16 else "fp16"
+        return "bf16" if bf16 else "fp16" if gpu else "no"
     return wanted
 
 
