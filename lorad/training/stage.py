@@ -122,14 +122,29 @@ def plan_run(ctx: Context, job: Job, gpu: int, train: dict[str, Any]) -> Plan | 
 
 
 def preview_command(ctx: Context, job: Job, gpu: int = 0) -> list[str]:
-    """The command the next run of this job would use (what `lorad command` prints)."""
+    """The command the next run of this job would use, built from the current configuration."""
     train = dict(job.train)
     train.setdefault("target", subject_of(job).total_epochs)
     runs = train.get("runs", [])
-    if job.state in ("done", "failed", "cancelled") and runs:
-        return runs[-1]["argv"]
     plan = plan_run(ctx, job, gpu, train)
     return plan.argv if plan else (runs[-1]["argv"] if runs else [])
+
+
+def shown_command(ctx: Context, job: Job) -> tuple[list[str], str]:
+    """What `lorad command` prints: the exact command of the running or last run, else (the job
+    has not trained yet) a preview from the current configuration; and a line that says which."""
+    runs = job.train.get("runs", [])
+    if not runs:
+        return preview_command(ctx, job), (
+            f"job {job.id} has not trained yet: a preview built from the current configuration "
+            "(its first run builds its own when it starts)")
+    last = runs[-1]
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("started", 0)))
+    if "ended" not in last and job.state == "training":
+        how = f"running since {started}"
+    else:
+        how = f"the last run, started {started}"
+    return last["argv"], f"job {job.id} run {last['number']} ({how}), as it was started"
 
 
 # ---- the stage ------------------------------------------------------------------------------
