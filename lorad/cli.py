@@ -182,7 +182,9 @@ def show(env: Env, job: str, as_json: bool) -> None:
 @click.argument("job")
 @pass_env
 def command(env: Env, job: str) -> None:
-    """The exact training command of a job, one argument a line.
+    """The exact training command of a job's running (or last) run, one argument a line; for a
+    job that has not trained yet, a preview from the current configuration. What it is goes to
+    stderr, so stdout is the command alone.
 
     \b
     Example:
@@ -190,15 +192,16 @@ def command(env: Env, job: str) -> None:
     """
     from lorad.context import Context
     from lorad.errors import StageFailed
-    from lorad.training.stage import preview_command
+    from lorad.training.stage import shown_command
 
     store, found = env.job(job)
     if not found.token or not found.settings.get("token"):
         fail(f"job {found.id} has not been prepared yet; its command is not known")
     try:
-        argv = preview_command(Context(env.settings, store), found)
+        argv, what = shown_command(Context(env.settings, store), found)
     except StageFailed as error:
         fail(str(error))
+    click.echo(f"# {what}", err=True)
     click.echo("\n".join(argv))
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lorad.captioning.text import CONTROL_CHARACTER
 from lorad.settings import Settings
 from lorad.store import Job
 from lorad.training.kohya.presets import load_preset
@@ -152,14 +153,20 @@ class SubjectSettings(Strict):
             )
         return value
 
+    @field_validator("caption_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is not None:
+            _one_line(value, "the prefix")
+        return value
+
     @field_validator("sample_prompts")
     @classmethod
     def _prompts(cls, value: list[str] | None) -> list[str] | None:
         for prompt in value or []:
             if not prompt.strip() or len(prompt) > 500:
                 raise ValueError("each prompt must be 1 to 500 characters")
-            if "\n" in prompt or "\r" in prompt:
-                raise ValueError("a prompt must be one line")
+            _one_line(prompt, "a prompt")
             if re.search(r"(^|\s)--", prompt):
                 raise ValueError(
                     f"{prompt[:80]!r} has a '--' option; write only the prompt text "
@@ -212,6 +219,15 @@ class SubjectSettings(Strict):
 
     def repeats_for(self, image_count: int) -> int:
         return self.repeats or max(1, 400 // max(1, image_count))
+
+
+def _one_line(text: str, what: str) -> None:
+    """Refuse control characters: a line break would start another line of a caption file or of
+    Kohya's prompt file (another prompt, or options of its own)."""
+    if match := CONTROL_CHARACTER.search(text):
+        raise ValueError(
+            f"{what} {text[:80]!r} holds the control character {match[0]!r} (a line break, tab "
+            "or similar); write it as one line of plain text, without escapes like \\n or \\t")
 
 
 def subject_of(job: Job) -> SubjectSettings:

@@ -34,4 +34,21 @@ BAD_LORA_TOML: dict[str, tuple[bytes, str]] = {
     "not_utf8": ("token = \"café\"\n".encode("latin-1"), "not UTF-8"),
     "too_large": (b"# " + b"x" * 70_000 + b"\n", "too large"),
     "tag_with_a_space": (b'notify_tags = ["a b"]\n', "notify_tags"),
+    "line_break_in_caption_prefix": (b'caption_prefix = "tok, \\n--network_module evil"\n',
+                                     "caption_prefix: the prefix 'tok, \\n--network_module evil' "
+                                     "holds the control character '\\n'"),
+    "carriage_return_in_caption_prefix": (b'caption_prefix = "tok,\\r"\n',
+                                          "caption_prefix: the prefix"),
+    "tab_in_caption_prefix": (b'caption_prefix = "tok,\\t"\n', "holds the control character"),
+    "escape_in_caption_prefix": (b'caption_prefix = "tok \\u001b[2J"\n',
+                                 "caption_prefix: the prefix"),
+    "line_separator_in_caption_prefix": (b'caption_prefix = "tok \\u2028x"\n',
+                                         "caption_prefix: the prefix"),
+    "multiline_caption_prefix": (b'caption_prefix = """tok,\nx"""\n',
+                                 "caption_prefix: the prefix"),
+    "line_break_in_a_prompt": (b'sample_prompts = ["photo of x\\nphoto of y"]\n',
+                               "sample_prompts: a prompt 'photo of x\\nphoto of y' holds the "
+                               "control character '\\n'"),
+    "nul_in_a_prompt": (b'sample_prompts = ["photo\\u0000of x"]\n',
+                        "sample_prompts: a prompt"),
 }

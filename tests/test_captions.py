@@ -100,3 +100,9 @@ def test_write_caption_writes_one_utf8_line(tmp_path) -> None:
     write_caption(caption_path(image), "alice, a café\nin Zürich")
     assert (tmp_path / "01.txt").read_bytes() == "alice, a café in Zürich\n".encode()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["01.txt"]
+
+
+def test_every_caption_file_is_one_line_without_control_characters(tmp_path):
+    path = tmp_path / "alice_001.txt"
+    write_caption(path, "alice,\x1b[2J a\x00woman\n--network_module evil\u2028\tsmiling")
+    assert path.read_text() == "alice, [2J a woman --network_module evil smiling\n"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 
+from lorad.errors import Cancelled
 from lorad.training import stage as train
 from tests.daemon_process import lorad
 from tests.jobs import context, prepared_job
@@ -83,6 +86,44 @@ def test_command_prints_the_training_command_one_argument_a_line(config):
     after = lorad(cfg, "command", str(job_id)).stdout.splitlines()
     assert after == (ctx.paths(ctx.store.get(job_id)).run_dir(1) / "command.txt").read_text(
         ).splitlines()
+
+
+def test_command_before_training_is_labelled_a_preview_of_the_current_configuration(config):
+    cfg = config()
+    job_id = prepared_job(context(cfg), subject={"epochs": 1})
+    result = lorad(cfg, "command", str(job_id))
+    assert result.stderr.startswith(f"# job {job_id} has not trained yet: a preview built from "
+                                    "the current configuration")
+    assert result.stdout.splitlines()[0] == sys.executable
+
+
+def test_command_while_a_job_trains_is_the_running_runs_own(config, fake_trainer):
+    fake_trainer(step_seconds=0.2)
+    cfg = config()
+    ctx = context(cfg)
+    job_id = prepared_job(ctx, subject={"epochs": 3})
+    ctx.store.update(job_id, state="training")
+
+    def training() -> None:
+        with contextlib.suppress(Cancelled):
+            train.run(ctx, ctx.store.get(job_id), 0)
+
+    worker = threading.Thread(target=training)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not ctx.store.get(job_id).train.get("runs"):
+            assert time.monotonic() < deadline, "the training never started"
+            time.sleep(0.05)
+        result = lorad(cfg, "command", str(job_id))
+    finally:
+        ctx.store.request_cancel(job_id)
+        worker.join(timeout=60)
+    run_dir = ctx.paths(ctx.store.get(job_id)).run_dir(1)
+    lines = result.stdout.splitlines()
+    assert lines[lines.index("--output_dir") + 1] == str(run_dir)
+    assert lines == (run_dir / "command.txt").read_text().splitlines()
+    assert result.stderr.startswith(f"# job {job_id} run 1 (running since ")
 
 
 def test_status_show_and_logs_read_the_store(config):

@@ -18,7 +18,7 @@ from lorad.doctor.blip import blip
 from lorad.doctor.check import GB, Check
 from lorad.doctor.disk import disk_space
 from lorad.doctor.folders import claim_move, folder, layout
-from lorad.doctor.gpus import gpus, uvm_device
+from lorad.doctor.gpus import cpu_training, gpus, uvm_device
 from lorad.doctor.kohya import presets, trainer_starts
 from lorad.doctor.models import base_model
 from lorad.doctor.watching import inotify_limits
@@ -179,6 +179,24 @@ def test_each_configured_gpu_is_listed_with_memory_and_bf16(config, fake_nvidia_
     assert checks["GPU 0"].message == "NVIDIA Test GPU, 24 GB, bf16 yes"
     assert checks["GPU 1"].status == "FAIL"
     assert "nvidia-smi shows only [0]" in checks["GPU 1"].message
+
+
+def test_training_on_the_cpu_is_a_warning_that_it_is_very_slow(config, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: no GPU visible
+    visible_gpus.cache_clear()
+    try:
+        found = cpu_training(load_settings(config()))
+        forced = cpu_training(load_settings(config(kohya={"mixed_precision": "fp16"})))
+    finally:
+        visible_gpus.cache_clear()
+    assert found is not None and found.status == "WARN"
+    assert "trains on the CPU" in found.message and "very slow" in found.message
+    assert '"auto" becomes "no"' in found.message
+    assert forced is not None and 'kohya.mixed_precision = "fp16" crashes' in forced.message
+
+
+def test_no_cpu_training_warning_where_a_gpu_is_visible(config, fake_nvidia_smi):
+    assert cpu_training(load_settings(config())) is None
 
 
 def test_low_inotify_limits_warn_and_a_polled_inbox_needs_none(tmp_path):

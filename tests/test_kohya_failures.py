@@ -65,17 +65,50 @@ def test_argparse_errors_are_bad_args_directly_or_through_accelerate() -> None:
                                    "--text_encoder_lr1 5e-05")
 
 
-def test_a_crash_reports_the_trainers_exception_not_accelerates() -> None:
-    tail = recorded("missing_model.log").replace(
+CHECK = "AssertionError: when caching latents, either color_aug or random_crop cannot be used"
+
+
+def through_accelerate(line: str) -> str:
+    """The recorded missing-model run (through accelerate) with the trainer's error swapped."""
+    return recorded("missing_model.log").replace(
         'ValueError: The provided pretrained_model_name_or_path "/srv/models/'
         'v1-5-pruned-emaonly.safetensors" is neither a valid local path nor a valid repo id. '
-        "Please check the parameter.",
-        "AssertionError: when caching latents, either color_aug or random_crop cannot be used",
-    )
-    failure = classify(tail, 1, wrote_model=False)
+        "Please check the parameter.", line)
+
+
+def test_a_crash_reports_the_trainers_exception_not_accelerates() -> None:
+    line = "RuntimeError: expected m1 and m2 to have the same dtype, but got: c10::Half != float"
+    failure = classify(through_accelerate(line), 1, wrote_model=False)
     assert failure is not None and failure.kind == "crash"
-    assert failure.message == ("Training crashed: AssertionError: when caching latents, either "
-                               "color_aug or random_crop cannot be used")
+    assert failure.message == f"Training crashed: {line}"
+
+
+@pytest.mark.parametrize("line", [
+    CHECK,
+    "ValueError: scheduler cosine_with_restarts needs lr_scheduler_num_cycles",
+    "ModuleNotFoundError: No module named 'lycoris'",
+])
+def test_kohyas_checks_before_training_are_refusals_with_its_own_message(line: str) -> None:
+    for tail, started in ((through_accelerate(line), None), (f"Traceback\n{line}\n", False)):
+        failure = classify(tail, 1, wrote_model=False, training_started=started)
+        assert failure is not None and failure.kind == "refused"
+        assert failure.message == f"Kohya refused the settings: {line}"
+
+
+def test_the_same_error_once_training_runs_is_a_crash() -> None:
+    failure = classify(f"epoch 1/2\n{CHECK}\n", 1, wrote_model=False, training_started=True)
+    assert failure is not None and failure.kind == "crash"
+    tail = "running training / 学習開始\nepoch 1/2\nValueError: NaN in the loss\n"
+    assert classify(tail, 1, wrote_model=False).kind == "crash"
+
+
+def test_a_missing_training_script_names_the_setting() -> None:
+    tail = ("/opt/kohya/venv/bin/python: can't open file '/opt/sd-scripts/train_network.py': "
+            "[Errno 2] No such file or directory\n")
+    failure = classify(tail, 2, wrote_model=False)
+    assert failure is not None and failure.kind == "missing_script"
+    assert failure.message == ("Kohya's training script '/opt/sd-scripts/train_network.py' was "
+                               "not found; check [kohya] sd_scripts in lorad.toml")
 
 
 def test_a_crash_without_a_traceback_reports_its_last_line() -> None:

@@ -427,6 +427,38 @@ def test_sdxl_refuses_what_kohya_asserts_against(
     assert not ws.output.exists()
 
 
+@pytest.mark.parametrize(
+    ("script", "extra", "message"),
+    [
+        ("train_network.py", ["--resolution", "1088"],
+         "max_bucket_reso must be equal or greater than resolution"
+         " / max_bucket_resoは最大解像度より小さくできません。"
+         "解像度を小さくするかmin_bucket_resoを大きくしてください"),
+        ("sdxl_train_network.py",
+         ["--resolution", "256", "--min_bucket_reso", "512", "--max_bucket_reso", "2048"],
+         "min_bucket_reso must be equal or less than resolution"
+         " / min_bucket_resoは最小解像度より大きくできません。"
+         "解像度を大きくするかmin_bucket_resoを小さくしてください"),
+    ],
+)
+def test_a_resolution_outside_the_bucket_limits_fails_kohyas_assertion(
+    ws: Workspace, script: str, extra: list[str], message: str
+) -> None:
+    run = train(trainer_args(ws, "--enable_bucket", *extra), script=script)
+    assert run.returncode == 1
+    assert f"AssertionError: {message}" in run.stderr
+    assert "running training" not in run.stdout and not ws.output.exists()
+
+
+def test_bucket_limits_are_rounded_to_the_steps_before_kohya_checks_them(ws: Workspace) -> None:
+    # 1000 is rounded up to 1024, which holds 1024: Kohya warns and trains
+    run = train(trainer_args(ws, "--enable_bucket", "--resolution", "1024", "--max_bucket_reso",
+                             "1000", epochs=1))
+    assert run.returncode == 0, run.stderr
+    assert "max_bucket_reso is adjusted to be multiple of bucket_reso_steps" in run.stdout
+    assert train(trainer_args(ws, "--resolution", "1088", epochs=1)).returncode == 0  # no buckets
+
+
 # --- accelerate launch -----------------------------------------------------------------------
 
 

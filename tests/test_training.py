@@ -169,18 +169,41 @@ def test_sd15_trains_in_bf16_where_the_gpu_has_it(config, fake_trainer, bf16_gpu
     assert (arg(argv, "--mixed_precision"), arg(argv, "--save_precision")) == ("bf16", "bf16")
 
 
-def test_sd15_trains_in_fp16_on_a_gpu_without_bf16(config, fake_trainer, monkeypatch):
-    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: bf16 cannot be confirmed
+def plan_with_nvidia_smi(ctx, job_id, tmp_path, monkeypatch, output: str | None):
+    """The job's first plan where nvidia-smi prints output (None: there is no nvidia-smi)."""
     from lorad.system import gpus
 
+    path = "/nonexistent"
+    if output is not None:
+        smi = tmp_path / "smi" / "nvidia-smi"
+        smi.parent.mkdir()
+        smi.write_text(f"#!/bin/sh\necho '{output}'\n")
+        smi.chmod(0o755)
+        path = str(smi.parent)
+    monkeypatch.setenv("PATH", path)
     gpus.gpus.cache_clear()
-    ctx = context(config())
-    job_id = prepared_job(ctx, subject={"epochs": 1})
     try:
-        plan = train.plan_run(ctx, ctx.store.get(job_id), 0, {"target": 1})
+        return train.plan_run(ctx, ctx.store.get(job_id), 0, {"target": 1})
     finally:
         gpus.gpus.cache_clear()
+
+
+def test_sd15_trains_in_fp16_on_a_gpu_without_bf16(config, fake_trainer, tmp_path, monkeypatch):
+    ctx = context(config())
+    job_id = prepared_job(ctx, subject={"epochs": 1})
+    plan = plan_with_nvidia_smi(ctx, job_id, tmp_path, monkeypatch, "0, Tesla T4, 15360, 7.5")
     assert plan is not None and plan.args["mixed_precision"] == "fp16"
+
+
+@pytest.mark.parametrize("where", ["kohya", "train"])
+def test_auto_precision_without_a_gpu_trains_in_full_precision(config, fake_trainer, tmp_path,
+                                                               monkeypatch, where):
+    # fp16 on the CPU crashes in Kohya (c10::Half != float); "no" runs
+    ctx = context(config(kohya={"mixed_precision": "auto"}))
+    job_id = prepared_job(ctx, subject={"epochs": 1, **(
+        {"train": {"mixed_precision": "auto"}} if where == "train" else {})})
+    plan = plan_with_nvidia_smi(ctx, job_id, tmp_path, monkeypatch, None)
+    assert plan is not None and arg(plan.argv, "--mixed_precision") == "no"
 
 
 def test_bf16_is_tried_when_a_run_on_fp16_runs_out_of_memory(config, fake_trainer, bf16_gpu):
@@ -212,6 +235,20 @@ def test_crashes_beyond_max_attempts_fail_the_job(config, fake_trainer):
     job_id = prepared_job(ctx, subject={"epochs": 1})
     with pytest.raises(StageFailed, match="simulated crash at step 1.*gave up after 2 attempts"):
         train.run(ctx, ctx.store.get(job_id), 0)
+
+
+def test_a_check_of_kohyas_that_fails_every_time_is_not_retried(config, fake_trainer, tmp_path):
+    gui = tmp_path / "gui.json"  # Kohya asserts that cached latents rule out colour augmentation
+    gui.write_text(json.dumps({"cache_latents": True, "color_aug": True}))
+    ctx = context(config(kohya={"preset": str(gui), "max_attempts": 3}))
+    job_id = prepared_job(ctx, subject={"epochs": 1})
+    with pytest.raises(StageFailed) as failure:
+        train.run(ctx, ctx.store.get(job_id), 0)
+    assert str(failure.value) == ("Kohya refused the settings: AssertionError: when caching "
+                                  "latents, either color_aug or random_crop cannot be used / "
+                                  "latentをキャッシュするときはcolor_augとrandom_cropは使えません")
+    assert len(trainer_runs(fake_trainer())) == 1
+    assert ctx.store.get(job_id).attempts == 0
 
 
 def test_a_silent_trainer_is_stopped_as_stalled(config, fake_trainer):

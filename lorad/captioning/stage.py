@@ -18,7 +18,7 @@ from lorad.captioning.client import (
     CaptionOutcome,
     run_captioner,
 )
-from lorad.captioning.text import prefix_only
+from lorad.captioning.text import caption_path, prefix_only, write_caption
 from lorad.context import Context
 from lorad.errors import Cancelled, StageFailed
 from lorad.store import Job
@@ -49,7 +49,7 @@ def without_blip(ctx: Context, job: Job) -> None:
     text = prefix_only(subject_of(job).prefix)
     for image, user in training_images(ctx, job):
         if not user:
-            atomic_write_text(image.with_suffix(".txt"), text + "\n")
+            write_caption(caption_path(image), text)
     ctx.store.event(job.id, "captioning is off: images without a caption of their own get "
                             f"{text!r}")
     publish(ctx, job)

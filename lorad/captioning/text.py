@@ -30,6 +30,8 @@ _REPEATED_PUNCTUATION = re.compile(r"([,;:])(?:\s*[,;:])+")
 _LEADING_JUNK = re.compile(r"^(?:[\s,.;:!?-]+|(?:and|or)\b)+", re.IGNORECASE)
 _TRAILING_JUNK = re.compile(r"(?:[\s,;:-]+|\b(?:and|or|with|a|an|the))+$", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
+# Line breaks, tabs, escapes, NUL...: what may not stand in a one-line caption or prompt.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def compile_phrases(phrases: Iterable[str]) -> list[re.Pattern[str]]:
@@ -94,8 +96,17 @@ def prefix_only(prefix: str) -> str:
 
 
 def write_caption(path: Path, text: str) -> None:
-    """Write a caption file: UTF-8, one line, atomically (a temporary file, then os.replace)."""
-    atomic_write_text(path, _collapse_spaces(text) + "\n")
+    """Write a caption file: UTF-8, one line, atomically (a temporary file, then os.replace).
+
+    Every caption file is written here. Line breaks and other control characters become spaces:
+    Kohya reads only a caption's first line."""
+    atomic_write_text(path, one_line(text) + "\n")
+
+
+def one_line(text: str) -> str:
+    """text on one line: control characters (line breaks, tabs, escapes) and runs of whitespace
+    become single spaces."""
+    return _collapse_spaces(CONTROL_CHARACTER.sub(" ", text))
 
 
 def caption_path(image: Path) -> Path:

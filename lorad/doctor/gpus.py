@@ -42,6 +42,20 @@ def gpus(settings: Settings) -> Iterator[Check]:
             yield Check(OK, f"GPU {index}", what)
 
 
+def cpu_training(settings: Settings) -> Check | None:
+    """With no GPU visible Kohya trains on the CPU: say that it is very slow, and that fp16,
+    which crashes there, must not be forced. None where a GPU is visible."""
+    if visible_gpus():
+        return None
+    message = ("no GPU is visible, so Kohya trains on the CPU, in full precision "
+               "(mixed_precision \"auto\" becomes \"no\"): very slow, hours per epoch at 512 px "
+               "where a GPU takes minutes; give lorad an NVIDIA GPU and its driver")
+    if settings.kohya.mixed_precision == "fp16":
+        message += ('; and kohya.mixed_precision = "fp16" crashes on the CPU (c10::Half != '
+                    'float): set it to "auto" or "no"')
+    return Check(WARN, "training on the CPU", message)
+
+
 def char_devices(text: str) -> set[str]:
     """The character device groups listed in /proc/devices (its first section)."""
     names: set[str] = set()

@@ -19,7 +19,7 @@ from lorad.doctor.blip import blip
 from lorad.doctor.check import FAIL, OK, Check
 from lorad.doctor.disk import disk_space
 from lorad.doctor.folders import folders
-from lorad.doctor.gpus import gpus, uvm_device
+from lorad.doctor.gpus import cpu_training, gpus, uvm_device
 from lorad.doctor.kohya import kohya, presets
 from lorad.doctor.models import models
 from lorad.doctor.notifications import notifications
@@ -47,6 +47,9 @@ def run_checks(config_path: Path | None, *, send_test: bool = False) -> Iterator
     yield from models(settings)
     yield blip(settings)
     yield from gpus(settings)
+    on_cpu = cpu_training(settings)
+    if on_cpu is not None:
+        yield on_cpu
     uvm = uvm_device()
     if uvm is not None:
         yield uvm

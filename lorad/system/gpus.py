@@ -50,3 +50,8 @@ def gpus() -> tuple[Gpu, ...]:
 def bf16_supported(index: int) -> bool:
     """True when GPU `index` does bf16; False when it does not or cannot be asked."""
     return any(g.index == index and g.bf16 for g in gpus())
+
+
+def any_visible() -> bool:
+    """Whether nvidia-smi lists any GPU (else Kohya, and torch under it, runs on the CPU)."""
+    return bool(gpus())

@@ -22,7 +22,7 @@ from lorad.store import Job
 from lorad.subject import subject_of
 from lorad.system.children import child_env
 from lorad.system.fsutil import atomic_write_text
-from lorad.system.gpus import bf16_supported
+from lorad.system.gpus import any_visible, bf16_supported
 from lorad.training.epochs import harvest, last_epoch, saved_states
 from lorad.training.executor import LocalExecutor, TrainingRun
 from lorad.training.followup import seed_followup
@@ -43,7 +43,8 @@ from lorad.training.kohya.supervisor import RunControl, RunOutcome, supervise
 from lorad.training.watch import EpochWatcher
 from lorad.workspace import epoch_file_name
 
-NOT_RETRIED = ("missing_model", "bad_args", "no_data", "disk_full")
+# Failures that are the same on every try: the settings, the base model, the script, the data.
+NOT_RETRIED = ("missing_model", "missing_script", "bad_args", "refused", "no_data", "disk_full")
 
 
 class Interrupted(Exception):
@@ -74,7 +75,7 @@ class Plan:
 def job_base(ctx: Context, job: Job, gpu: int) -> BaseArgs:
     """The job's arguments from the presets and its subject, and the presets' notes."""
     try:
-        return base_args(ctx.settings, subject_of(job), bf16_supported(gpu))
+        return base_args(ctx.settings, subject_of(job), bf16_supported(gpu), any_visible())
     except CommandError as error:
         raise StageFailed(str(error)) from None
 
@@ -139,14 +140,29 @@ def samples_missing(ctx: Context, job: Job, args: dict[str, Any], epoch: int) ->
 
 
 def preview_command(ctx: Context, job: Job, gpu: int = 0) -> list[str]:
-    """The command the next run of this job would use (what `lorad command` prints)."""
+    """The command the next run of this job would use, built from the current configuration."""
     train = dict(job.train)
     train.setdefault("target", subject_of(job).total_epochs)
     runs = train.get("runs", [])
-    if job.state in ("done", "failed", "cancelled") and runs:
-        return runs[-1]["argv"]
     plan = plan_run(ctx, job, gpu, train)
     return plan.argv if plan else (runs[-1]["argv"] if runs else [])
+
+
+def shown_command(ctx: Context, job: Job) -> tuple[list[str], str]:
+    """What `lorad command` prints: the exact command of the running or last run, else (the job
+    has not trained yet) a preview from the current configuration; and a line that says which."""
+    runs = job.train.get("runs", [])
+    if not runs:
+        return preview_command(ctx, job), (
+            f"job {job.id} has not trained yet: a preview built from the current configuration "
+            "(its first run builds its own when it starts)")
+    last = runs[-1]
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("started", 0)))
+    if "ended" not in last and job.state == "training":
+        how = f"running since {started}"
+    else:
+        how = f"the last run, started {started}"
+    return last["argv"], f"job {job.id} run {last['number']} ({how}), as it was started"
 
 
 # ---- the stage ------------------------------------------------------------------------------
@@ -257,7 +273,7 @@ def _failure(ctx: Context, job: Job, plan: Plan, outcome: RunOutcome, corrupt: l
     wrote = last_epoch(ctx, job) >= plan.target
     if corrupt and outcome.exit_code == 0:
         return Failure("corrupt", f"the trainer wrote a corrupt model file: {corrupt[0]}")
-    return classify(outcome.tail, outcome.exit_code, wrote)
+    return classify(outcome.tail, outcome.exit_code, wrote, outcome.training_started)
 
 
 def _recover(ctx: Context, job: Job, gpu: int, train: dict[str, Any], failure: Failure) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from lorad.settings import ModelSettings, Settings
 from lorad.subject import SubjectSettings
 from lorad.training.kohya.args import apply_overrides, check_args, merge, to_argv
+from lorad.training.kohya.buckets import BucketError, Source, fit_buckets, sources
 from lorad.training.kohya.gui_preset import GuiPresetError, load_gui_preset
 from lorad.training.kohya.presets import load_preset
 
@@ -47,10 +48,15 @@ class BaseArgs:
     notes: list[str] = field(default_factory=list)
 
 
-def base_args(settings: Settings, subject: SubjectSettings, bf16: bool) -> BaseArgs:
+def base_args(settings: Settings, subject: SubjectSettings, bf16: bool,
+              gpu: bool = True) -> BaseArgs:
+    """The job's arguments from its layers, with the bucket limits widened to hold the
+    resolution where nobody chose them against it (each widening is a note). bf16: the GPU has
+    it; gpu: a GPU is visible at all (else Kohya trains on the CPU)."""
     assert subject.model
     model: ModelSettings = settings.models[subject.model]
-    layers = [load_preset(model.family)]
+    layers = [(Source(0, f"lorad's {model.family} preset", chosen=False),
+               load_preset(model.family))]
     notes: list[str] = []
     for source, path in (("kohya.preset", settings.kohya.preset),
                          (f"models.{subject.model}.preset", model.preset)):
@@ -60,22 +66,30 @@ def base_args(settings: Settings, subject: SubjectSettings, bf16: bool) -> BaseA
             gui = load_gui_preset(Path(path), model.family)
         except GuiPresetError as error:
             raise CommandError(f"{source}: {error}") from None
-        layers.append(gui.args)
+        layers.append((Source(len(layers), f"{source} ({path})", chosen=True, gui=True),
+                       gui.args))
         notes.extend(f"{source} ({path}): {note}" for note in gui.notes)
-    args = apply_overrides(merge(*layers), subject.train.set_values())
+    overrides = subject.train.set_values()
+    args = apply_overrides(merge(*(layer for _, layer in layers)), overrides)
+    subject_layer = (Source(len(layers), "lora.toml [train]", chosen=True), overrides)
+    try:
+        notes.extend(fit_buckets(args, sources([*layers, subject_layer])))
+    except BucketError as error:
+        raise CommandError(str(error)) from None
     args["mixed_precision"] = resolve_precision(
-        args.get("mixed_precision"), settings.kohya.mixed_precision, bf16
+        args.get("mixed_precision"), settings.kohya.mixed_precision, bf16, gpu
     )
     if args.get("save_precision") in ("fp16", "bf16"):
         args["save_precision"] = "bf16" if args["mixed_precision"] == "bf16" else "fp16"
     return BaseArgs(model.family, args, notes)
 
 
-def resolve_precision(preset: str | None, configured: str, bf16: bool) -> str:
-    """ "auto" (from the preset or the configuration) is bf16 where the GPU has it, else fp16."""
+def resolve_precision(preset: str | None, configured: str, bf16: bool, gpu: bool = True) -> str:
+    """ "auto" (from the preset or the configuration) is bf16 where the GPU has it, else fp16;
+    with no GPU at all it is "no": fp16 on the CPU crashes in Kohya (c10::Half != float)."""
     wanted = configured if configured != "auto" else (preset or "auto")
     if wanted == "auto":
-        return "bf16" if bf16 else "fp16"
+        return "bf16" if bf16 else "fp16" if gpu else "no"
     return wanted
 
 

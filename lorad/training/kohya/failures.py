@@ -15,8 +15,8 @@ from lorad.system.fsutil import FULL_DISK_TEXT
 
 @dataclass(frozen=True)
 class Failure:
-    # classify() gives disk_full, oom, missing_model, no_data, bad_args, crash or no_model;
-    # callers may add kinds of their own (a stalled run, say).
+    # classify() gives disk_full, oom, missing_model, missing_script, no_data, bad_args, refused,
+    # crash or no_model; callers may add kinds of their own (a stalled run, say).
     kind: str
     message: str  # one sentence for a person (read on a phone), without a final full stop
 
@@ -31,6 +31,11 @@ _MISSING_MODEL = re.compile(
     r"valid repo id"
 )
 _NO_DATA = "No data found"
+# python's own message when the script it is asked to run does not exist.
+_MISSING_SCRIPT = re.compile(r"can't open file '(?P<path>[^']*)': \[Errno 2\]")
+# Kohya's argument and combination checks, made before it trains: the same on every try.
+_CHECK = re.compile(r"^(?:AssertionError|ValueError|ModuleNotFoundError)\b")
+_TRAINING_STARTED = "running training"
 # argparse prints "usage: ..." and then "prog: error: message" (exit status 2).
 _ARGPARSE_ERROR = re.compile(r"^(?!\s)[^:\n]+: error: (?P<message>.+)$", re.MULTILINE)
 _EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit)\b.*")
@@ -40,11 +45,15 @@ _BAR = re.compile(r"\d+%\|")
 MAX_MESSAGE = 240
 
 
-def classify(log_tail: str, exit_code: int | None, wrote_model: bool) -> Failure | None:
+def classify(log_tail: str, exit_code: int | None, wrote_model: bool,
+             training_started: bool | None = None) -> Failure | None:
     """The failure shown by a run's last output lines, or None for a success (exit 0 + a model).
 
     exit_code is the trainer's status (negative: killed by that signal; None: unknown);
-    wrote_model says whether the final model file exists.
+    wrote_model says whether the final model file exists; training_started whether Kohya printed
+    "running training" (None: look for it in the tail). An AssertionError, ValueError or
+    ModuleNotFoundError before that is one of Kohya's checks refusing the settings ("refused"),
+    which no retry changes.
     """
     if exit_code == 0 and wrote_model:
         return None
@@ -59,6 +68,10 @@ def classify(log_tail: str, exit_code: int | None, wrote_model: bool) -> Failure
         return Failure("missing_model",
                        _clip(f"The base model {match['path']!r} was not found; check its path in "
                              "the [models] section of lorad.toml"))
+    if match := _MISSING_SCRIPT.search(log_tail):
+        return Failure("missing_script",
+                       _clip(f"Kohya's training script {match['path']!r} was not found; check "
+                             "[kohya] sd_scripts in lorad.toml"))
     if _NO_DATA in log_tail:
         return Failure("no_data", "Kohya found no training images in the prepared dataset, so "
                                   "nothing was trained")
@@ -66,6 +79,12 @@ def classify(log_tail: str, exit_code: int | None, wrote_model: bool) -> Failure
         return Failure("bad_args", _clip(f"Kohya rejected its arguments: {match['message']}"))
     if exit_code == 0:
         return Failure("no_model", "Kohya finished without writing a model file")
+    if training_started is None:
+        training_started = _TRAINING_STARTED in log_tail
+    line = last_error_line(log_tail)
+    exited = exit_code is not None and exit_code > 0 and not _KILLED.search(log_tail)
+    if exited and not training_started and line and _CHECK.match(line):
+        return Failure("refused", _clip(f"Kohya refused the settings: {line}"))
     return Failure("crash", _crash_message(log_tail, exit_code))
 
 

@@ -159,6 +159,7 @@ class ProgressTracker:
         self.checkpoints = 0  # "saving checkpoint" lines seen
         self.saved_files: list[str] = []  # their paths, in order
         self.model_saved = False  # "model saved.": Kohya finished the training
+        self.training_started = False  # "running training": Kohya's checks are behind it
         self._epochs: int | None = None
         self._total: int | None = None
         self._epoch: int | None = None
@@ -186,6 +187,8 @@ class ProgressTracker:
             self.saved_files.append(match[1])
         elif text == "model saved.":
             self.model_saved = True
+        elif text.startswith("running training"):
+            self.training_started = True
         return _ANY_BAR.search(text) is not None
 
     def _read_bar(self, match: re.Match[str]) -> None:

@@ -32,6 +32,7 @@ class RunOutcome:
     progress: Progress | None
     seconds: float
     checkpoints: int
+    training_started: bool = False  # Kohya printed "running training": its checks had passed
 
 
 @dataclass
@@ -137,7 +138,7 @@ def supervise(start: Callable[[], TrainingRun], *, log_path: Path, header: str,
         log.close()
     control.on_progress(tracker.snapshot())
     return RunOutcome(ended, exit_code, "\n".join(reader.tail), tracker.snapshot(),
-                      time.monotonic() - started, tracker.checkpoints)
+                      time.monotonic() - started, tracker.checkpoints, tracker.training_started)
 
 
 def _follow(run: TrainingRun, reader: _Reader, control: RunControl) -> str:

@@ -6,6 +6,7 @@ Kohya checks with `assert`; these raise AssertionError explicitly so `python -O`
 import argparse
 import os
 
+from library.console import Console
 from library.network import KNOWN_MODULES
 
 UNSUPPORTED = {
@@ -99,3 +100,36 @@ def verify_precision(args: argparse.Namespace) -> None:
             "full_bf16 requires mixed precision='bf16'"
             " / full_bf16を使う場合はmixed_precision='bf16'を指定してください。",
         )
+
+
+def adjust_min_max_bucket_reso_by_steps(args: argparse.Namespace, console: Console) -> None:
+    """Kohya's check of the bucket limits against the resolution, made as its datasets are built
+    (so before "No data found"): min rounded down and max up to bucket_reso_steps, then asserted.
+    """
+    if not args.enable_bucket or args.resolution is None:
+        return
+    sides = tuple(int(side) for side in args.resolution.split(","))
+    resolution = sides * 2 if len(sides) == 1 else sides
+    _require(len(resolution) == 2, "resolution must be 'size' or 'width,height' / resolution"
+             f"（解像度）は'サイズ'または'幅','高さ'で指定してください: {resolution}")
+    steps, low, high = args.bucket_reso_steps, args.min_bucket_reso, args.max_bucket_reso
+    if low % steps != 0:
+        adjusted = low - low % steps
+        console.log("WARNING", "min_bucket_reso is adjusted to be multiple of bucket_reso_steps"
+                    " / min_bucket_resoがbucket_reso_stepsの倍数になるように調整されました:"
+                    f" {low} -> {adjusted}")
+        low = adjusted
+    if high % steps != 0:
+        adjusted = high + steps - high % steps
+        console.log("WARNING", "max_bucket_reso is adjusted to be multiple of bucket_reso_steps"
+                    " / max_bucket_resoがbucket_reso_stepsの倍数になるように調整されました:"
+                    f" {high} -> {adjusted}")
+        high = adjusted
+    _require(min(resolution) >= low,
+             "min_bucket_reso must be equal or less than resolution"
+             " / min_bucket_resoは最小解像度より大きくできません。"
+             "解像度を大きくするかmin_bucket_resoを小さくしてください")
+    _require(max(resolution) <= high,
+             "max_bucket_reso must be equal or greater than resolution"
+             " / max_bucket_resoは最大解像度より小さくできません。"
+             "解像度を小さくするかmin_bucket_resoを大きくしてください")

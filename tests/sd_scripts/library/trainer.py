@@ -85,6 +85,7 @@ class Trainer:
         if args.seed is None:
             args.seed = random.randint(0, 2**32)
 
+        checks.adjust_min_max_bucket_reso_by_steps(args, console)
         dataset = datasets.load(
             args.train_data_dir, args.reg_data_dir, args.caption_extension, console
         )
