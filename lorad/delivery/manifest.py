@@ -28,7 +28,6 @@ from lorad.system.fsutil import atomic_write_json
 from lorad.workspace import epoch_files
 
 MANIFEST = "lorad-job.json"
-LOCK = ".lorad-job.lock"  # a hidden file: the outbox's only non-result file besides the manifest
 FORMAT = 2
 
 
@@ -133,18 +132,18 @@ def write(folder: Path, manifest: Manifest) -> None:
 
 @contextmanager
 def updating(folder: Path) -> Iterator[Manifest]:
-    """The folder's manifest, read under the folder's lock and written back when the block ends
-    without an error: the daemon's training threads, its deliveries and a person's `lorad pick`
-    never lose each other's changes."""
+    """The folder's manifest, read under a lock on the folder itself (no lock file) and written
+    back when the block ends without an error: the daemon's training threads, its deliveries and
+    a person's `lorad pick` never lose each other's changes."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            manifest = read(folder)
-            yield manifest
-            write(folder, manifest)
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        manifest = read(folder)
+        yield manifest
+        write(folder, manifest)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def update(folder: Path, change: Callable[[Manifest], Any]) -> Manifest:
