@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import DaemonProcess, all_final, lorad
+from tests.jobs import trainer_runs
 from tests.photos import make_photos
 
 TRAINING = {"caption": {"enabled": False}}
@@ -103,14 +104,16 @@ def test_a_full_work_disk_fails_the_training_keeps_its_epochs_and_retry_finishes
 
 def test_a_full_outbox_fails_the_delivery_with_its_folder_named_and_retry_delivers(
         tmp_path, config, fake_trainer, small_disk):
-    fake_trainer(epoch_seconds=0.5)
+    control = fake_trainer(epoch_seconds=2.0)
     outbox = small_disk(tmp_path / "outbox", "16m")
     cfg = config(**TRAINING)
     (tmp_path / "inbox").mkdir()
     daemon = DaemonProcess(cfg, tmp_path / "daemon.log").start()
     try:
         photos = drop(tmp_path, "Gus")
-        daemon.wait_for(lambda jobs: jobs and jobs[0]["state"] == "training", what="training")
+        # The trainer has started (its own record, which stays true): fill the outbox while it
+        # trains, so that publishing its epochs and the delivery meet a full disk.
+        wait_until(lambda: bool(trainer_runs(control)), "the trainer to start")
         filler = fill(outbox)
         jobs = daemon.wait_for(all_final(1), what="the delivery to fail")
         job = jobs[0]
