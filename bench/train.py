@@ -12,9 +12,13 @@ exits.jsonl). From those records, not from lorad's own bookkeeping, this prints:
   preparing the first folder: seconds, however long the trainings are) is printed apart, with
   the overhead counted from the drop as well;
 - and, as the named alternative, the same trainings run back to back by a plain loop with no
-  preparation in between (the floor the daemon is measured against).
+  preparation in between (the floor the daemon is measured against);
+- the delay from the trainer finishing an epoch's file (its mtime) to that epoch being in the
+  outbox (the manifest's saved_at), for the epochs published while the training goes on, against
+  the target of under 2 s with SD1.5-sized files (--model-mb 150, the default); the last epoch of
+  each training is published by the delivery and is printed apart.
 
-    python bench/train.py [--jobs 5] [--epochs 3] [--epoch-seconds 2] [--caption]
+    python bench/train.py [--jobs 5] [--epochs 3] [--epoch-seconds 2] [--model-mb 150] [--caption]
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ def configure(root: Path, args: argparse.Namespace) -> Path:
     model = root / "base.safetensors"
     model.write_bytes(b"stand-in")
     control = root / "trainer.json"
-    control.write_text(json.dumps({"epoch_seconds": args.epoch_seconds}))
+    control.write_text(json.dumps({"epoch_seconds": args.epoch_seconds,
+                                   "model_bytes": int(args.model_mb * 1e6)}))
     caption: dict = {"enabled": False}
     if args.caption:
         from tests.blipfixture import build_tiny_blip
@@ -106,6 +111,23 @@ def back_to_back(root: Path, config: Path, count: int) -> float:
     return time.monotonic() - started
 
 
+def publish_delays(root: Path) -> tuple[list[float], list[float]]:
+    """Seconds from each epoch file's last write in a run folder to its epoch being in the
+    outbox (the manifest's saved_at): (published during the training, the runs' last epochs)."""
+    from lorad.delivery import manifest
+
+    during, last = [], []
+    for folder in sorted((root / "outbox").iterdir()):
+        m = manifest.read(folder)
+        work = root / "state" / "work"
+        for number, entry in m.epochs.items():
+            name = entry.file if number < max(m.epochs) else f"{m.token}.safetensors"
+            written = [p.stat().st_mtime for p in work.glob(f"*/train/run-*/{name}")]
+            if written and entry.saved_at:
+                (during if number < max(m.epochs) else last).append(entry.saved_at - max(written))
+    return during, last
+
+
 def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
@@ -115,6 +137,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--epoch-seconds", type=float, default=2.0)
+    parser.add_argument("--model-mb", type=float, default=150.0,
+                        help="size of each saved model (SD1.5 LoRAs are about 150 MB)")
     parser.add_argument("--caption", action="store_true", help="caption with a tiny BLIP on CPU")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="lorad-bench-train-"))
@@ -163,6 +187,12 @@ def report(args: argparse.Namespace, root: Path, config: Path, jobs: list[dict],
     print(f"    lead-in from the drop to the first training (settle, prepare) {lead_in:.2f} s, "
           f"last delivery {tail:.2f} s; counted from the drop, {wall:.2f} s is "
           f"{wall / busy - 1:+.2%} over the trainings")
+    during, last = publish_delays(root)
+    if during:
+        print(f"  epoch file written -> in the outbox, {args.model_mb:g} MB files, while training: "
+              f"median {sorted(during)[len(during) // 2]:.2f} s, max {max(during):.2f} s "
+              f"(target < 2 s: {verdict(max(during) < 2)}); the last epoch of each training, "
+              f"at delivery: max {max(last, default=0):.2f} s")
     print(f"  alternative, a plain loop running the same {args.jobs} commands back to back: "
           f"{loop:.2f} s; lorad's wall from the first start / loop = "
           f"{(finished - spans[0][0]) / loop:.3f}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 ENV_VAR = "FAKE_SD_SCRIPTS"
 KINDS = ("crash", "hang", "oom", "nomodel", "corrupt", "silent", "ignore_sigterm")
 STEP_KINDS = ("crash", "hang", "oom", "silent", "ignore_sigterm")
-CONTROL_KEYS = {"step_seconds", "epoch_seconds", "sample_seconds", "faults"}
+CONTROL_KEYS = {"step_seconds", "epoch_seconds", "sample_seconds", "model_bytes", "faults"}
 FAULT_KEYS = {"kind", "at_step", "times", "unless", "output_name"}
 RECORDED_ENV = (
     "CUDA_VISIBLE_DEVICES", "NOTIFY_SOCKET", "PYTHONUNBUFFERED", "ACCELERATE_MIXED_PRECISION",
@@ -90,6 +90,7 @@ class Control:
         self.step_seconds = 0.0
         self.epoch_seconds = 0.0
         self.sample_seconds = 0.0
+        self.model_bytes = 0
         self.faults: list[Fault] = []
         self.fired: set[int] = set()
         if path and os.path.exists(path):
@@ -99,6 +100,7 @@ class Control:
             self.step_seconds = float(raw.get("step_seconds", 0.0))
             self.epoch_seconds = float(raw.get("epoch_seconds", 0.0))
             self.sample_seconds = float(raw.get("sample_seconds", 0.0))
+            self.model_bytes = int(raw.get("model_bytes", 0))
             self.faults = [_parse_fault(i, fault) for i, fault in enumerate(raw.get("faults", []))]
 
     @classmethod
