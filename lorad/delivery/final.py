@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from lorad.delivery.manifest import Copy, Final, Manifest
-from lorad.system.fsutil import atomic_copy, same_file, unique_path
+from lorad.system.fsutil import atomic_copy, link_or_copy, same_file, unique_path
 from lorad.workspace import epoch_file_name
 
 
@@ -31,7 +31,7 @@ def make_final(folder: Path, m: Manifest, epoch: int, how: Literal["newest", "pi
     if not (final.exists() and same_file(final, chosen)):
         if final.exists() and not _is_an_epoch(final, folder, m):
             os.rename(final, unique_path(folder / "replaced" / final.name))  # not ours: aside
-        atomic_copy(chosen, final)
+        link_or_copy(chosen, final)
     m.final = Final(epoch=epoch, how=how, at=time.time())
     return [_copy(chosen, Path(target), m, epoch) for target in copy_to]
 
