@@ -33,7 +33,9 @@ def harvest(ctx: Context, job: Job, train: dict[str, Any], problems_of: int | No
         for found in outputs.epoch_files(run_dir, token):
             real = run["target"] if found.epoch is None else run["offset"] + found.epoch
             target = paths.epochs / epoch_file_name(token, real)
-            if target.exists():
+            if target.exists():  # linked before, maybe by the thread publishing during the run
+                epochs.setdefault(str(real), {"file": str(target), "run": run["number"],
+                                              "at": target.stat().st_mtime})
                 continue
             problem = outputs.safetensors_problem(found.path)
             if problem:
