@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 
@@ -18,7 +18,7 @@ from lorad import actions
 from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.store import Job, JobNotFound, Store
-from lorad.views import job_summary, job_text, status_table
+from lorad.views import job_summary, job_text, ordered, status_screen
 
 # Long lines (paths, messages) are never broken: they are often copied and pasted.
 console = Console(soft_wrap=True)
@@ -121,13 +121,20 @@ def run(env: Env, log_level: str | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
 @click.option("--watch", "-w", is_flag=True, help="keep refreshing (Ctrl-C to leave)")
+@click.option("--active", is_flag=True, help="only the jobs still queued or running")
+@click.option("--recent", type=click.IntRange(min=0), default=None, metavar="N",
+              help="the active jobs and the N most recently finished ones")
 @pass_env
-def status(env: Env, as_json: bool, watch: bool) -> None:
-    """Every job: id, token, state, stage, progress, age.
+def status(env: Env, as_json: bool, watch: bool, active: bool, recent: int | None) -> None:
+    """Every job on one line each: the running ones first, then the queued ones, then the
+    finished ones, newest first. On a terminal only as many as fit; a last line counts the
+    others. A job's full reason is in `lorad show JOB`.
 
     \b
     Examples:
       lorad status --watch
+      lorad status --active
+      lorad status --recent 5
       lorad status --json
     """
     settings = env.settings
@@ -139,16 +146,26 @@ def status(env: Env, as_json: bool, watch: bool) -> None:
         return
     store = env.store()
     if as_json:
-        click.echo(json.dumps([job_summary(j) for j in store.jobs()], indent=2))
+        listed = ordered(store.jobs(), active_only=active, recent=recent)
+        click.echo(json.dumps([job_summary(j) for j in sorted(listed, key=lambda j: j.id)],
+                              indent=2))
         return
+
+    def screen() -> Group:
+        # On a terminal: as many jobs as fit, a line kept for the cursor; piped: every job.
+        fits = watch or console.is_terminal
+        return status_screen(store.jobs(), width=console.width,
+                             height=console.height - 1 if fits else None,
+                             active_only=active, recent=recent)
+
     if not watch:
-        console.print(status_table(store.jobs()))
+        console.print(screen(), crop=True)
         return
-    with Live(status_table(store.jobs()), console=console, refresh_per_second=1) as live:
+    with Live(screen(), console=console, refresh_per_second=1) as live:
         try:
             while True:
                 time.sleep(2)
-                live.update(status_table(store.jobs()))
+                live.update(screen())
         except KeyboardInterrupt:
             pass
 
