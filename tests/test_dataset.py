@@ -324,10 +324,12 @@ def test_running_twice_rebuilds_the_outputs(tmp_path):
 def test_listing_skips_control_and_junk_files_and_honours_ignore(tmp_path):
     source = tmp_path / "subject"
     photos(source, ["a.jpg", "b.jpg", "draft_c.jpg", "drafts/d.jpg"])
-    for name in ("lora.toml", "error.txt", ".lorad-ready", "desktop.ini", "e.jpg.part"):
+    for name in ("lora.toml", "error.txt", ".lorad-ready", "desktop.ini", "e.jpg.part",
+                 "lorad-error.txt", "lorad-report.json"):
         (source / name).write_text("x")
     entries = {entry.rel: entry for entry in list_source(source, ["draft*"])}
     assert "lora.toml" not in entries and "error.txt" not in entries
+    assert "lorad-error.txt" not in entries and "lorad-report.json" not in entries
     assert ".lorad-ready" not in entries
     assert {rel for rel, entry in entries.items() if entry.status == "image"} == {"a.jpg", "b.jpg"}
     assert {rel for rel, entry in entries.items() if entry.status == "ignored"} == {
