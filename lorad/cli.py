@@ -177,6 +177,8 @@ def status(env: Env, as_json: bool, watch: bool, active: bool, recent: int | Non
 def show(env: Env, job: str, as_json: bool) -> None:
     """One job in full: settings, training, events, notifications.
 
+    JOB is a job id or a token (the newest job with it).
+
     \b
     Examples:
       lorad show 12
@@ -200,6 +202,8 @@ def show(env: Env, job: str, as_json: bool) -> None:
 @pass_env
 def command(env: Env, job: str) -> None:
     """The exact training command of a job, one argument a line.
+
+    JOB is a job id or a token (the newest job with it).
 
     \b
     Example:
@@ -226,6 +230,8 @@ def command(env: Env, job: str) -> None:
 @pass_env
 def logs(env: Env, job: str, follow: bool, lines: int) -> None:
     """Print a job's train.log (the trainer's output).
+
+    JOB is a job id or a token (the newest job with it).
 
     \b
     Examples:
@@ -276,6 +282,8 @@ def _act(env: Env, ref: str, action: Callable[[Store, Job], Any],
 def retry(env: Env, job: str) -> None:
     """Run a failed job again from the stage it failed in.
 
+    JOB is a job id or a token (the newest job with it).
+
     \b
     Example:
       lorad retry 12
@@ -288,6 +296,8 @@ def retry(env: Env, job: str) -> None:
 @pass_env
 def cancel(env: Env, job: str) -> None:
     """Stop a job (a running training gets SIGTERM, then SIGKILL).
+
+    JOB is a job id or a token (the newest job with it).
 
     \b
     Example:
@@ -304,6 +314,8 @@ def cancel(env: Env, job: str) -> None:
 def recaption(env: Env, job: str) -> None:
     """Caption a job's images again with the current settings.
 
+    JOB is a job id or a token (the newest job with it).
+
     \b
     Example:
       lorad recaption 12
@@ -319,6 +331,8 @@ def recaption(env: Env, job: str) -> None:
 @pass_env
 def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
     """Train an undertrained LoRA for more epochs (results land in the same outbox folder).
+
+    JOB is a job id or a token (the newest job with it).
 
     \b
     Examples:
@@ -340,6 +354,8 @@ def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
 @pass_env
 def pick(env: Env, job: str, epoch: int) -> None:
     """Make an earlier epoch the LoRA (<token>.safetensors and the copy_to folders).
+
+    JOB is a job id or a token (the newest job with it).
 
     \b
     Example:

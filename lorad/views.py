@@ -138,13 +138,23 @@ def status_table(jobs: list[Job], width: int = 120) -> Table:
     return table
 
 
+def kind_text(job: Job) -> str:
+    """"new training", or "follow-up of job 12 (resume from epoch 6)"."""
+    if job.kind == "resume":
+        return (f"follow-up of job {job.parent_id} (resume from epoch "
+                f"{job.train.get('start_epoch', '?')})")
+    return "new training" if job.kind == "new" else job.kind
+
+
 def job_text(found: Job, events: list[Event], notes: list[dict[str, Any]]) -> str:
     """`lorad show`: the job, its training, its outbox folder's epochs and which one is the
     LoRA, its events and its notifications (rich markup)."""
-    lines = [f"[bold]job {found.id}[/bold] {escape(found.name)}  ({found.kind})",
+    # A job that is not running has no speed and no ETA, whatever an older lorad left stored.
+    running = escape(f" {found.progress_text}") if is_running(found) else ""
+    lines = [f"[bold]job {found.id}[/bold] {escape(found.name)}  ({escape(kind_text(found))})",
              escape(f"  token {found.token}  model {found.model}  state {found.state}  stage "
                     f"{found.stage}"),
-             escape(f"  progress {found.progress:.0%} {found.progress_text}")]
+             f"  progress {found.progress:.0%}{running}"]
     if found.error:
         lines.append(f"  [red]error[/red] {escape(found.error)}")
     for label, value in (("work", found.work_dir), ("outbox", found.outbox_dir),

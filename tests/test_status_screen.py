@@ -88,3 +88,55 @@ def test_status_active_and_recent_leave_finished_jobs_out(config, monkeypatch):
     assert [line.split()[2] for line in recent[1:-1]] == [
         "training", "queued", "rejected", "done"]
     assert recent[-1].startswith("and 3 done")
+
+
+def show(config_path, *args: str) -> str:
+    result = CliRunner().invoke(cli.main, ["--config", str(config_path), "show", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_job_that_is_not_running_shows_no_speed_and_no_eta(config):
+    cfg = config()
+    ctx = context(cfg)
+    store = ctx.store
+    training = fill(store, done=0, rejected=0)
+    assert "64.24 it/s" in show(cfg, str(training))
+    store.end(training, "failed", "Training crashed: CUDA error")
+    assert store.get(training).progress_text == ""  # cleared when the job stopped running
+    assert "it/s" not in show(cfg, str(training)) and "ETA" not in show(cfg, str(training))
+    # a row an older lorad left with its last speed: still not shown
+    stale = store.create_job("bob", state="failed", stage="train", token="bob", progress=0.5,
+                             progress_text="epoch 2/6 · 64.24 it/s · ETA 6s", error="boom")
+    shown = show(cfg, "bob")
+    assert "progress 50%" in shown and "it/s" not in shown and "ETA" not in shown
+    assert "it/s" not in "".join(line for line in screen_lines(store) if line.startswith(
+        str(stale)))
+
+
+def screen_lines(store: Store) -> list[str]:
+    from lorad.views import status_screen
+
+    terminal = Console(width=80, height=30, record=True)
+    terminal.print(status_screen(store.jobs(), width=80, height=29))
+    return terminal.export_text().splitlines()
+
+
+def test_show_says_whether_a_job_is_a_new_training_or_a_follow_up(config):
+    cfg = config()
+    ctx = context(cfg)
+    first = ctx.store.create_job("alice", state="done", stage="done", token="alice")
+    ctx.store.create_job("alice", state="queued", stage="train", token="alice", kind="resume",
+                         parent_id=first, train={"start_epoch": 6, "target": 9})
+    assert show(cfg, str(first)).splitlines()[0] == f"job {first} alice  (new training)"
+    assert show(cfg, "alice").splitlines()[0].endswith(
+        f"(follow-up of job {first} (resume from epoch 6))")
+
+
+def test_every_command_taking_a_job_says_it_may_be_a_token():
+    taking = [name for name, command in cli.main.commands.items()
+              if any(param.name == "job" for param in command.params)]
+    assert len(taking) >= 8
+    for name in taking:
+        text = " ".join(CliRunner().invoke(cli.main, [name, "--help"]).output.split())
+        assert "JOB is a job id or a token (the newest job with it)." in text, name
