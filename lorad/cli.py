@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 from rich.markup import escape
 
 from lorad import actions
 from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.store import Job, JobNotFound, Store
-from lorad.views import job_summary, job_text, ordered, status_screen
+from lorad.views import job_summary, job_text, ordered, print_status
 
 # Long lines (paths, messages) are never broken: they are often copied and pasted.
 console = Console(soft_wrap=True)
@@ -75,11 +74,16 @@ config_option = click.option(
 )
 
 
+JOB_HELP = "JOB is a job id or a token (the newest job with it)."
+
+
 class _Group(click.Group):
-    """Every command of the group gets --config as well."""
+    """Every command of the group gets --config as well, and says what JOB may be."""
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         config_option(cmd)
+        if cmd.help and any(param.name == "job" for param in cmd.params):  # before the example
+            cmd.help = cmd.help.replace("\n\n    \b\n", f"\n\n    {JOB_HELP}\n\n    \b\n", 1)
         super().add_command(cmd, name)
 
 
@@ -139,35 +143,14 @@ def status(env: Env, as_json: bool, watch: bool, active: bool, recent: int | Non
     """
     settings = env.settings
     if not settings.db_path.exists():
-        if as_json:
-            click.echo("[]")
-        else:
-            console.print(f"no jobs yet (no database at {settings.db_path})")
+        click.echo("[]" if as_json else f"no jobs yet (no database at {settings.db_path})")
         return
     store = env.store()
     if as_json:
-        listed = ordered(store.jobs(), active_only=active, recent=recent)
-        click.echo(json.dumps([job_summary(j) for j in sorted(listed, key=lambda j: j.id)],
-                              indent=2))
+        kept = {j.id for j in ordered(store.jobs(), active_only=active, recent=recent)}
+        click.echo(json.dumps([job_summary(j) for j in store.jobs() if j.id in kept], indent=2))
         return
-
-    def screen() -> Group:
-        # On a terminal: as many jobs as fit, a line kept for the cursor; piped: every job.
-        fits = watch or console.is_terminal
-        return status_screen(store.jobs(), width=console.width,
-                             height=console.height - 1 if fits else None,
-                             active_only=active, recent=recent)
-
-    if not watch:
-        console.print(screen(), crop=True)
-        return
-    with Live(screen(), console=console, refresh_per_second=1) as live:
-        try:
-            while True:
-                time.sleep(2)
-                live.update(screen())
-        except KeyboardInterrupt:
-            pass
+    print_status(console, store.jobs, watch=watch, active_only=active, recent=recent)
 
 
 @main.command()
@@ -176,8 +159,6 @@ def status(env: Env, as_json: bool, watch: bool, active: bool, recent: int | Non
 @pass_env
 def show(env: Env, job: str, as_json: bool) -> None:
     """One job in full: settings, training, events, notifications.
-
-    JOB is a job id or a token (the newest job with it).
 
     \b
     Examples:
@@ -202,8 +183,6 @@ def show(env: Env, job: str, as_json: bool) -> None:
 @pass_env
 def command(env: Env, job: str) -> None:
     """The exact training command of a job, one argument a line.
-
-    JOB is a job id or a token (the newest job with it).
 
     \b
     Example:
@@ -230,8 +209,6 @@ def command(env: Env, job: str) -> None:
 @pass_env
 def logs(env: Env, job: str, follow: bool, lines: int) -> None:
     """Print a job's train.log (the trainer's output).
-
-    JOB is a job id or a token (the newest job with it).
 
     \b
     Examples:
@@ -282,8 +259,6 @@ def _act(env: Env, ref: str, action: Callable[[Store, Job], Any],
 def retry(env: Env, job: str) -> None:
     """Run a failed job again from the stage it failed in.
 
-    JOB is a job id or a token (the newest job with it).
-
     \b
     Example:
       lorad retry 12
@@ -296,8 +271,6 @@ def retry(env: Env, job: str) -> None:
 @pass_env
 def cancel(env: Env, job: str) -> None:
     """Stop a job (a running training gets SIGTERM, then SIGKILL).
-
-    JOB is a job id or a token (the newest job with it).
 
     \b
     Example:
@@ -314,8 +287,6 @@ def cancel(env: Env, job: str) -> None:
 def recaption(env: Env, job: str) -> None:
     """Caption a job's images again with the current settings.
 
-    JOB is a job id or a token (the newest job with it).
-
     \b
     Example:
       lorad recaption 12
@@ -331,8 +302,6 @@ def recaption(env: Env, job: str) -> None:
 @pass_env
 def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
     """Train an undertrained LoRA for more epochs (results land in the same outbox folder).
-
-    JOB is a job id or a token (the newest job with it).
 
     \b
     Examples:
@@ -354,8 +323,6 @@ def resume(env: Env, job: str, epochs: int, from_epoch: int | None) -> None:
 @pass_env
 def pick(env: Env, job: str, epoch: int) -> None:
     """Make an earlier epoch the LoRA (<token>.safetensors and the copy_to folders).
-
-    JOB is a job id or a token (the newest job with it).
 
     \b
     Example:
@@ -407,8 +374,6 @@ def doctor(env: Env, send_test: bool) -> None:
     Example:
       lorad doctor --send-test
     """
-    from rich.markup import escape
-
     from lorad.doctor.run import run_checks
 
     colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}

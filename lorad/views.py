@@ -4,11 +4,14 @@ typed."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -105,6 +108,25 @@ def status_screen(jobs: list[Job], *, width: int, height: int | None = None,
     if hidden:
         parts.append(Text(summary(hidden), style="dim", no_wrap=True, overflow="ellipsis"))
     return Group(*parts)
+
+
+def print_status(console: Console, jobs: Callable[[], list[Job]], *, watch: bool = False,
+                 active_only: bool = False, recent: int | None = None) -> None:
+    """`lorad status` on `console`: on a terminal (and with `watch`) as many jobs as fit, a line
+    kept for the cursor; piped, every job. `watch` redraws every 2 s until Ctrl-C."""
+    def screen() -> Group:
+        fits = watch or console.is_terminal
+        return status_screen(jobs(), width=console.width, active_only=active_only, recent=recent,
+                             height=console.height - 1 if fits else None)
+
+    if not watch:
+        console.print(screen(), crop=True)
+        return
+    with contextlib.suppress(KeyboardInterrupt), Live(screen(), console=console,
+                                                      refresh_per_second=1) as live:
+        while True:
+            time.sleep(2)
+            live.update(screen())
 
 
 def _cell(text: str) -> Text:
