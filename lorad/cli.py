@@ -11,14 +11,13 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 
 from lorad import actions
 from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.store import Job, JobNotFound, Store
-from lorad.views import job_summary, job_text, status_table
+from lorad.views import job_summary, job_text, ordered, print_status
 
 # Long lines (paths, messages) are never broken: they are often copied and pasted.
 console = Console(soft_wrap=True)
@@ -75,11 +74,16 @@ config_option = click.option(
 )
 
 
+JOB_HELP = "JOB is a job id or a token (the newest job with it)."
+
+
 class _Group(click.Group):
-    """Every command of the group gets --config as well."""
+    """Every command of the group gets --config as well, and says what JOB may be."""
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         config_option(cmd)
+        if cmd.help and any(param.name == "job" for param in cmd.params):  # before the example
+            cmd.help = cmd.help.replace("\n\n    \b\n", f"\n\n    {JOB_HELP}\n\n    \b\n", 1)
         super().add_command(cmd, name)
 
 
@@ -121,36 +125,32 @@ def run(env: Env, log_level: str | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
 @click.option("--watch", "-w", is_flag=True, help="keep refreshing (Ctrl-C to leave)")
+@click.option("--active", is_flag=True, help="only the jobs still queued or running")
+@click.option("--recent", type=click.IntRange(min=0), default=None, metavar="N",
+              help="the active jobs and the N most recently finished ones")
 @pass_env
-def status(env: Env, as_json: bool, watch: bool) -> None:
-    """Every job: id, token, state, stage, progress, age.
+def status(env: Env, as_json: bool, watch: bool, active: bool, recent: int | None) -> None:
+    """Every job on one line each: the running ones first, then the queued ones, then the
+    finished ones, newest first. On a terminal only as many as fit; a last line counts the
+    others. A job's full reason is in `lorad show JOB`.
 
     \b
     Examples:
       lorad status --watch
+      lorad status --active
+      lorad status --recent 5
       lorad status --json
     """
     settings = env.settings
     if not settings.db_path.exists():
-        if as_json:
-            click.echo("[]")
-        else:
-            console.print(f"no jobs yet (no database at {settings.db_path})")
+        click.echo("[]" if as_json else f"no jobs yet (no database at {settings.db_path})")
         return
     store = env.store()
     if as_json:
-        click.echo(json.dumps([job_summary(j) for j in store.jobs()], indent=2))
+        kept = {j.id for j in ordered(store.jobs(), active_only=active, recent=recent)}
+        click.echo(json.dumps([job_summary(j) for j in store.jobs() if j.id in kept], indent=2))
         return
-    if not watch:
-        console.print(status_table(store.jobs()))
-        return
-    with Live(status_table(store.jobs()), console=console, refresh_per_second=1) as live:
-        try:
-            while True:
-                time.sleep(2)
-                live.update(status_table(store.jobs()))
-        except KeyboardInterrupt:
-            pass
+    print_status(console, store.jobs, watch=watch, active_only=active, recent=recent)
 
 
 @main.command()
@@ -377,8 +377,6 @@ def doctor(env: Env, send_test: bool) -> None:
     Example:
       lorad doctor --send-test
     """
-    from rich.markup import escape
-
     from lorad.doctor.run import run_checks
 
     colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}

@@ -4,13 +4,18 @@ typed."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from lorad.delivery import manifest
 from lorad.delivery.manifest import Manifest
@@ -56,32 +61,122 @@ def job_summary(job: Job) -> dict[str, Any]:
             "final_how": m.final.how if m and m.final else None}
 
 
-def status_table(jobs: list[Job]) -> Table:
+# Running jobs first (the one on the GPU at the top), then the queue, then the finished ones,
+# newest first. The summary line counts what did not fit, in this order.
+SHOWN_FIRST = ("training", "captioning", "preparing", "delivering", "claiming", "queued")
+SUMMARY_ORDER = (*SHOWN_FIRST, "done", "failed", "rejected", "cancelled")
+COLOURS = {"done": "green", "failed": "red", "rejected": "red", "cancelled": "yellow"}
+
+
+def is_running(job: Job) -> bool:
+    return job.state in SHOWN_FIRST and job.state not in ("queued", "claiming")
+
+
+def ordered(jobs: list[Job], *, active_only: bool = False, recent: int | None = None
+            ) -> list[Job]:
+    """The jobs `lorad status` lists, in its order: the active ones (running, then queued), then
+    the finished ones, newest first: none with `active_only`, the `recent` newest with it."""
+    active = sorted((j for j in jobs if not j.is_final),
+                    key=lambda j: (SHOWN_FIRST.index(j.state) if j.state in SHOWN_FIRST
+                                   else len(SHOWN_FIRST), j.id))
+    finished = sorted((j for j in jobs if j.is_final),
+                      key=lambda j: (j.finished_at or j.updated_at, j.id), reverse=True)
+    if active_only:
+        finished = []
+    elif recent is not None:
+        finished = finished[:max(0, recent)]
+    return active + finished
+
+
+def summary(hidden: list[Job]) -> str:
+    """"and 9 done, 3 rejected": the jobs left off the screen, by state."""
+    counts = {state: sum(1 for j in hidden if j.state == state) for state in SUMMARY_ORDER}
+    parts = [f"{n} {state}" for state, n in counts.items() if n]
+    return "and " + ", ".join(parts) + " (lorad status --json lists every job)"
+
+
+def status_screen(jobs: list[Job], *, width: int, height: int | None = None,
+                  active_only: bool = False, recent: int | None = None) -> Group:
+    """`lorad status`: one line per job, never wider than `width`; with a `height`, only the
+    jobs that fit, the rest counted on a last line. Full reasons are in `lorad show`."""
+    listed = ordered(jobs, active_only=active_only, recent=recent)
+    if height is not None and len(listed) + 1 > height:  # + the header line
+        listed = listed[:max(0, height - 2)]  # the header and the summary line
+    shown = {j.id for j in listed}
+    hidden = [j for j in jobs if j.id not in shown]
+    parts: list[Any] = [status_table(listed, width)]
+    if hidden:
+        parts.append(Text(summary(hidden), style="dim", no_wrap=True, overflow="ellipsis"))
+    return Group(*parts)
+
+
+def print_status(console: Console, jobs: Callable[[], list[Job]], *, watch: bool = False,
+                 active_only: bool = False, recent: int | None = None) -> None:
+    """`lorad status` on `console`: on a terminal (and with `watch`) as many jobs as fit, a line
+    kept for the cursor; piped, every job. `watch` redraws every 2 s until Ctrl-C."""
+    def screen() -> Group:
+        fits = watch or console.is_terminal
+        return status_screen(jobs(), width=console.width, active_only=active_only, recent=recent,
+                             height=console.height - 1 if fits else None)
+
+    if not watch:
+        console.print(screen(), crop=True)
+        return
+    with contextlib.suppress(KeyboardInterrupt), Live(screen(), console=console,
+                                                      refresh_per_second=1) as live:
+        while True:
+            time.sleep(2)
+            live.update(screen())
+
+
+def _cell(text: str) -> Text:
+    """A cell that stays on one line: cut with "…" when its column is narrowed."""
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
+def status_table(jobs: list[Job], width: int = 120) -> Table:
+    """One line per job, in the order given, fitted to `width` columns: the token and the detail
+    (progress, or the first line of the reason) are shortened with "…" when they do not fit."""
     table = Table(box=None, pad_edge=False)
+    wide = width >= 110
     for column in ("ID", "TOKEN", "STATE", "STAGE", "PROGRESS", "", "AGE"):
-        table.add_column(column, no_wrap=column != "")
-    colours = {"done": "green", "failed": "red", "rejected": "red", "cancelled": "yellow"}
+        # TOKEN and the detail give up their width first; the others never wrap.
+        table.add_column(column, no_wrap=column not in ("TOKEN", ""),
+                         max_width=(24 if wide else 16) if column == "TOKEN" else None)
     for job in jobs:
-        state = f"[{colours.get(job.state, 'cyan')}]{job.state}[/]"
-        running = job.state not in ("queued", "done", "failed", "rejected", "cancelled")
-        bar: Any = ProgressBar(total=1.0, completed=job.progress, width=20) if running else ""
-        detail = job.error.splitlines()[0] if job.error else job.progress_text
+        running = is_running(job)
+        bar: Any = ProgressBar(total=1.0, completed=job.progress,
+                                width=20 if wide else 8) if running \
+            else ""
+        detail = job.error.splitlines()[0] if job.error else (
+            job.progress_text if running else "")
         if job.state == "training":
             epochs, _ = outbox_epochs(job)
             detail += f" · in the outbox: epochs {span(epochs)}" if epochs else ""
         # Names, errors and progress are text, never markup: "[train]" and "[/old]" show as typed.
-        table.add_row(str(job.id), escape(job.token or job.name), state, escape(job.stage), bar,
-                      escape(detail), age(job))
+        table.add_row(str(job.id), _cell(job.token or job.name),
+                      Text(job.state, style=COLOURS.get(job.state, "cyan")), job.stage, bar,
+                      _cell(detail), age(job))
     return table
+
+
+def kind_text(job: Job) -> str:
+    """"new training", or "follow-up of job 12 (resume from epoch 6)"."""
+    if job.kind == "resume":
+        return (f"follow-up of job {job.parent_id} (resume from epoch "
+                f"{job.train.get('start_epoch', '?')})")
+    return "new training" if job.kind == "new" else job.kind
 
 
 def job_text(found: Job, events: list[Event], notes: list[dict[str, Any]]) -> str:
     """`lorad show`: the job, its training, its outbox folder's epochs and which one is the
     LoRA, its events and its notifications (rich markup)."""
-    lines = [f"[bold]job {found.id}[/bold] {escape(found.name)}  ({found.kind})",
+    # A job that is not running has no speed and no ETA, whatever an older lorad left stored.
+    running = escape(f" {found.progress_text}") if is_running(found) else ""
+    lines = [f"[bold]job {found.id}[/bold] {escape(found.name)}  ({escape(kind_text(found))})",
              escape(f"  token {found.token}  model {found.model}  state {found.state}  stage "
                     f"{found.stage}"),
-             escape(f"  progress {found.progress:.0%} {found.progress_text}")]
+             f"  progress {found.progress:.0%}{running}"]
     if found.error:
         lines.append(f"  [red]error[/red] {escape(found.error)}")
     for label, value in (("work", found.work_dir), ("outbox", found.outbox_dir),

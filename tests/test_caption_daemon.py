@@ -100,8 +100,9 @@ def test_captioning_progress_shows_in_the_job_row_and_in_status(config, monkeypa
                       should_stop=lambda: False,
                       on_done=lambda job, error: ended.append(error))
     assert ended == [None]
-    assert rows == [("captioning", "1/3 images captioned", 0.33),
+    assert rows == [("captioning", "loading the captioning model (0/3 images captioned)", 0.0),
+                    ("captioning", "1/3 images captioned", 0.33),
                     ("captioning", "2/3 images captioned", 0.67),
                     ("captioning", "3/3 images captioned", 1.0)]
     assert [(j["state"], j["progress_text"], j["progress"]) for j in listed] == [
-        ("captioning", "1/3 images captioned", 0.3333)]
+        ("captioning", "loading the captioning model (0/3 images captioned)", 0.0)]

@@ -169,6 +169,16 @@ def test_blur_near_duplicates_and_mirrors_are_found(tmp_path):
     assert any(line.startswith("x_mirrored.png is a mirror image of photo_1.jpg")
                for line in result.warnings)
     assert result.usable  # warnings only report by default
+    with Image.open(result.sheet_path) as sheet:  # the labels drawn on dataset.png, read back
+        tiles = {tile["file"]: tile for tile in json.loads(sheet.text["lorad:tiles"])}
+    assert [tiles[f"photo_{n}.jpg"]["number"] for n in range(6)] == [
+        "001", "002", "003", "004", "005", "006"]
+    assert tiles["photo_1.jpg"]["marks"] == ["MIRROR of x_mirrored.png"]
+    assert tiles["x_mirrored.png"]["marks"] == ["MIRROR of photo_1.jpg"]
+    assert tiles["photo_2.jpg"]["marks"] == ["DUP of x_recompressed.jpg"]
+    assert tiles["x_recompressed.jpg"]["marks"] == ["DUP of photo_2.jpg"]
+    assert tiles["x_blurred.jpg"]["marks"] == ["DUP of photo_0.jpg", "BLURRY"]
+    assert [tiles[f"photo_{n}.jpg"]["marks"] for n in (3, 4, 5)] == [[], [], []]
 
 
 def test_blur_is_also_judged_against_the_dataset_median():
@@ -324,10 +334,12 @@ def test_running_twice_rebuilds_the_outputs(tmp_path):
 def test_listing_skips_control_and_junk_files_and_honours_ignore(tmp_path):
     source = tmp_path / "subject"
     photos(source, ["a.jpg", "b.jpg", "draft_c.jpg", "drafts/d.jpg"])
-    for name in ("lora.toml", "error.txt", ".lorad-ready", "desktop.ini", "e.jpg.part"):
+    for name in ("lora.toml", "error.txt", ".lorad-ready", "desktop.ini", "e.jpg.part",
+                 "lorad-error.txt", "lorad-report.json"):
         (source / name).write_text("x")
     entries = {entry.rel: entry for entry in list_source(source, ["draft*"])}
     assert "lora.toml" not in entries and "error.txt" not in entries
+    assert "lorad-error.txt" not in entries and "lorad-report.json" not in entries
     assert ".lorad-ready" not in entries
     assert {rel for rel, entry in entries.items() if entry.status == "image"} == {"a.jpg", "b.jpg"}
     assert {rel for rel, entry in entries.items() if entry.status == "ignored"} == {

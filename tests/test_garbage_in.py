@@ -82,6 +82,8 @@ def test_a_folder_of_bad_image_files_is_refused_file_by_file_and_the_next_one_is
     assert not missing, "error.txt lacks:\n" + "\n".join(missing) + "\n\n" + note
     after = contents(failed)
     after.pop("error.txt")
+    assert "lorad-report.json, beside this file" in note
+    after.pop("lorad-report.json")  # error.txt names it: the check of every file
     assert after == before  # every file as dropped, the broken and the strange included
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -58,6 +59,11 @@ def test_sigterm_during_training_keeps_every_finished_epoch_and_resumes_after_a_
         assert daemon.stop() == 0
         notify.close()
 
+    said = daemon.output()  # no silent seconds: what the stop waits for, and for how long
+    assert "stopping: waiting for training carol to save and stop (at most" in said
+    planned = re.findall(r"(waiting up to 2 s for epoch \d+ to be saved|stopping the trainer now)",
+                         said)
+    assert len(planned) == 1, said  # said once
     [job] = status(cfg)
     assert (job["state"], job["stage"]) == ("queued", "train"), job
     kept = epochs_by_run(cfg, job["id"])

@@ -219,7 +219,8 @@ def test_the_same_photos_dropped_again_are_refused_as_a_duplicate(tmp_path, conf
     note = (failed / "error.txt").read_text()
     assert f"job {kept['id']}" in note and "allow_duplicate" in note
     assert sorted(p.name for p in failed.iterdir()) == [
-        "IMG_0.JPG", "IMG_1.JPG", "IMG_2.JPG", "IMG_3.JPG", "error.txt", "lora.toml"]
+        "IMG_0.JPG", "IMG_1.JPG", "IMG_2.JPG", "IMG_3.JPG", "error.txt", "lora.toml",
+        "lorad-report.json"]
 
 
 def test_the_same_photos_under_another_folder_name_are_refused_as_a_duplicate(

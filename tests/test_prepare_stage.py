@@ -57,3 +57,29 @@ def test_a_malformed_request_or_event_is_told_in_one_line():
     with pytest.raises(ValueError, match=r"^unusable Progress: total: Field required$"):
         parse_event({"event": "progress", "done": 1})
     assert parse_event({"event": "something new"}) is None
+
+
+def test_error_txt_names_only_what_is_beside_it_and_counts_each_problem_once(config):
+    """A refused folder's error.txt: the first problem, "(and N more problems)" followed by those
+    N lines, and the full check as lorad-report.json in the same folder."""
+    from lorad.daemon.outcome import conclude
+
+    ctx = context(config())
+    job_id = dropped_job(ctx, "stern", seed=2, lora_toml="strict = true\n")
+    source = ctx.settings.job_dir(job_id) / "source"
+    (source / "broken.jpg").write_bytes(b"not a jpeg")
+    (source / "empty.png").write_bytes(b"")
+    with pytest.raises(Rejected) as refused:
+        prepare.run(ctx, ctx.store.get(job_id))
+    conclude(ctx, ctx.store.get(job_id), "prepare", refused.value)
+    failed = ctx.settings.failed_dir / "stern"
+    note = (failed / "error.txt").read_text()
+    first, *others = str(refused.value).splitlines()
+    assert f"(and {len(others)} more problems)" in first and len(others) >= 3
+    for line in [first, *others]:
+        assert note.count(line) == 1
+    assert "report.json" not in note.replace("lorad-report.json", "")
+    assert "lorad-report.json, beside this file" in note
+    report = json.loads((failed / "lorad-report.json").read_text())
+    assert report["usable"] is False
+    assert {f["source"] for f in report["files"]} >= {"broken.jpg", "empty.png"}

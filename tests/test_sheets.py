@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from badimages import UNDECODABLE_NAME, scene
 from PIL import Image
 
 from lorad.dataset.sheets import (
+    ALERT,
     CELL,
     GAP,
     MARGIN,
@@ -17,7 +19,10 @@ from lorad.dataset.sheets import (
     PAPER,
     ROW_LABEL_WIDTH,
     THUMB,
+    TITLE_SIZE,
+    Tile,
     _font,
+    _line_height,
     _wrap,
     dataset_sheet,
     samples_sheet,
@@ -44,8 +49,8 @@ def test_dataset_sheet_numbers_the_images_and_lists_refused_files(tmp_path):
         ("broken.jpg", "could not be decoded: the file is damaged " * 6),
         (repr("odd\nname " + UNDECODABLE_NAME), "is not an image: it holds text"),
     ]
-    out = dataset_sheet([(f"{n + 1:03d}", path) for n, path in enumerate(paths)], refused,
-                        tmp_path / "dataset.png")
+    out = dataset_sheet([Tile(f"{n + 1:03d}", path.name, path) for n, path in enumerate(paths)],
+                        refused, tmp_path / "dataset.png")
     assert out == tmp_path / "dataset.png"
     with Image.open(out) as sheet:
         width, height = sheet.size
@@ -58,12 +63,33 @@ def test_dataset_sheet_numbers_the_images_and_lists_refused_files(tmp_path):
 
 def test_dataset_sheet_grid_wraps_at_eight_columns_and_stays_small(tmp_path):
     paths = pictures(tmp_path, 9, size=(1024, 768))
-    out = dataset_sheet([(f"{n:03d}", path) for n, path in enumerate(paths)], [],
+    out = dataset_sheet([Tile(f"{n:03d}", path.name, path) for n, path in enumerate(paths)], [],
                         tmp_path / "dataset.png")
     with Image.open(out) as sheet:
         assert sheet.width == 8 * (THUMB + GAP) - GAP + 2 * MARGIN
         assert 2 * THUMB < sheet.height < 3 * THUMB
     assert out.stat().st_size < 1_500_000
+
+
+def test_dataset_sheet_names_each_tile_and_frames_the_marked_ones(tmp_path):
+    """Tiles carry their file names and warning tags, in the picture and in the PNG's text (so a
+    warning line "mirror.jpg is a mirror image of IMG_1002.jpg" can be matched to its tile); a
+    marked tile is framed, an unmarked one is not."""
+    first, second, third = pictures(tmp_path, 3)
+    long_name = "IMG_1001 copy of a copy with a very long name that does not fit.jpg"
+    tiles = [Tile("001", long_name, first, ("DUP of IMG_1001.jpg",)),
+             Tile("002", "IMG_1001.jpg", second, ("DUP of " + long_name, "BLURRY")),
+             Tile("003", "plain.jpg", third)]
+    out = dataset_sheet(tiles, [], tmp_path / "dataset.png")
+    with Image.open(out) as sheet:
+        labels = json.loads(sheet.text["lorad:tiles"])
+    assert labels == [{"number": t.number, "file": t.file, "marks": list(t.marks)} for t in tiles]
+    top = MARGIN + _line_height(_font(TITLE_SIZE)) + GAP  # the title line above the grid
+    for index, framed in enumerate((True, True, False)):
+        x = MARGIN + index * (THUMB + GAP)
+        edge = [colour_at(out, x + 1, y) for y in range(top + 20, top + THUMB - 20, 10)]
+        on_frame = [abs(c - np.array(ALERT)).max() <= 12 for c in edge]
+        assert all(on_frame) if framed else not any(on_frame), index
 
 
 def test_dataset_sheet_without_images_still_explains(tmp_path):

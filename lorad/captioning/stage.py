@@ -81,6 +81,9 @@ def with_blip(ctx: Context, jobs: list[Job], env: dict[str, str],
         publish(ctx, job)
         on_done(job, None)
 
+    for job_id, total in totals.items():  # until the first caption: the model is loading
+        store.set_progress(job_id, 0.0, f"loading the captioning model (0/{total} images "
+                                        "captioned)")
     error: Exception | None = None
     try:
         with children.tracked(store, "caption", list(by_id)) as spawn:

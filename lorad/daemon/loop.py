@@ -39,6 +39,7 @@ REQUEST_SCAN_SECONDS = 2.0
 STOP_MARGIN_SECONDS = 10.0
 # Each EXTEND_TIMEOUT_USEC= asks systemd for the time left until that deadline plus this much.
 EXTEND_MARGIN_SECONDS = 5.0
+WAITING_NOTE_SECONDS = 10.0  # while a stop waits, it says so this often
 
 
 def stop_deadline_seconds(settings: Settings) -> float:
@@ -151,10 +152,14 @@ class Daemon:
         """Wait until no stage runs (True) or the deadline passes (False), asking systemd for
         the time left (EXTEND_TIMEOUT_USEC=) every second meanwhile, and never beyond it."""
         assert self.scheduler is not None
+        told = 0.0
         while running := self.scheduler.running():
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
+            if time.monotonic() - told >= WAITING_NOTE_SECONDS:  # no silent seconds after Ctrl-C
+                told = time.monotonic()
+                self._say_waiting(left)
             self.sd.extend_timeout(left + EXTEND_MARGIN_SECONDS)
             first = running[0]
             if isinstance(first, threading.Thread):
@@ -162,6 +167,12 @@ class Daemon:
             else:
                 wait_for_futures([first], timeout=min(1.0, left))
         return True
+
+    def _say_waiting(self, left: float) -> None:
+        assert self.ctx is not None
+        jobs = self.ctx.store.jobs(tuple(RUNNING.values()))
+        names = ", ".join(f"{job.state} {job.token or job.name}" for job in jobs) or "a stage"
+        log.info("stopping: waiting for %s to save and stop (at most %.0f s more)", names, left)
 
     def _report_unfinished(self) -> None:
         assert self.ctx is not None and self.scheduler is not None

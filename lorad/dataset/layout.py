@@ -17,7 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lorad.captioning.text import write_caption
-from lorad.dataset.listing import CAPTION_EXTENSION, Entry
+from lorad.dataset.listing import CAPTION_EXTENSION, Entry, shown
+from lorad.dataset.sheets import Tile
 from lorad.system.fsutil import atomic_write_text, atomic_write_with
 
 TRAIN_ROOT = "training_images"
@@ -38,12 +39,27 @@ def lay_out(accepted: list[Entry], train: Path, token: str) -> None:
             write_caption(train / f"{stem}{CAPTION_EXTENSION}", entry.caption)
 
 
-def sheet_cells(accepted: list[Entry]) -> list[tuple[str, Path]]:
-    """(number, thumbnail) per laid-out image: "001" for <token>_001.png."""
+def sheet_cells(accepted: list[Entry]) -> list[Tile]:
+    """A tile per laid-out image: its number ("001" for <token>_001.png), its file name, its
+    thumbnail and its warnings as the sheet's tags."""
     return [
-        (PurePosixPath(str(entry.output)).stem.rsplit("_", 1)[1], Path(str(entry.thumbnail)))
+        Tile(PurePosixPath(str(entry.output)).stem.rsplit("_", 1)[1], shown(entry.rel),
+             Path(str(entry.thumbnail)), tuple(marks(entry)))
         for entry in accepted
     ]
+
+
+def marks(entry: Entry) -> list[str]:
+    """The short tags of an accepted photo's warnings, readable without colour: "DUP of a.jpg"
+    and "MIRROR of b.jpg" on both photos of a pair, "BLURRY", "FRONT CAM", and "WARNING" for a
+    decoding warning (its text is in report.json)."""
+    checks = entry.checks
+    found = [f"DUP of {shown(other)}" for other in checks.get("near_duplicate_of", [])]
+    found += [f"MIRROR of {shown(other)}" for other in checks.get("mirror_of", [])]
+    found += ["BLURRY"] if checks.get("blur", "ok") != "ok" else []
+    found += ["FRONT CAM"] if checks.get("front_camera") else []
+    found += ["WARNING"] if entry.verdict and entry.verdict.warnings else []
+    return found
 
 
 def install(staging: Path, dest: Path, usable: bool) -> None:

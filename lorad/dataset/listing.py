@@ -21,8 +21,10 @@ from lorad.dataset.image import IMAGE_EXTENSIONS, ImageVerdict
 from lorad.inbox.junk import is_junk, is_junk_dir
 from lorad.subject import SUBJECT_FILE
 
-# lorad's own files in a subject folder: never photos, never reported.
-CONTROL_FILES = frozenset({SUBJECT_FILE, ".lorad-ready", "error.txt"})
+# lorad's own files in a subject folder: never photos, never reported (a refused folder comes
+# back from failed/ with error.txt, or lorad-error.txt, and lorad-report.json in it).
+CONTROL_FILES = frozenset({SUBJECT_FILE, ".lorad-ready", "error.txt", "lorad-error.txt",
+                           "lorad-report.json"})
 CAPTION_EXTENSION = ".txt"
 
 SKIPPED_FOLDER = "is a hidden, system or ignored folder: not read"

@@ -77,7 +77,8 @@ def judge(
 
 def _refusal(problems: list[str]) -> str:
     others = len(problems) - 1
-    more = f" ({others} more problem{'s' if others > 1 else ''} in report.json)" if others else ""
+    # The others are listed after this line (error.txt, lorad show, lorad prepare), once each.
+    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
     return f"The dataset cannot be used: {problems[0]}{more}"
 
 

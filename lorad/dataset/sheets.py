@@ -1,7 +1,9 @@
 """Contact sheets, drawn with Pillow's built-in font.
 
-- `dataset_sheet`: every accepted training image as a numbered thumbnail, refused files listed
-  below the grid with their reasons.
+- `dataset_sheet`: every accepted training image as a thumbnail labelled with its number and its
+  file name, marked (a frame and short tags such as "DUP of IMG_1001.jpg", "BLURRY") with its
+  warnings; refused files listed below the grid with their reasons. The labels drawn are also in
+  the PNG's text metadata (`lorad:tiles`), for tools and tests to read back.
 - `samples_sheet`: training samples, one row per sampling point ("epoch 2"), one column per prompt.
 
 Both are written atomically (temporary name, then os.replace) and return the path written.
@@ -9,12 +11,15 @@ Both are written atomically (temporary name, then os.replace) and return the pat
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL.PngImagePlugin import PngInfo
 
 from lorad.system.fsutil import atomic_write_with
 
@@ -35,25 +40,37 @@ CELL = (222, 222, 222)
 FRAME = 4  # the frame around a marked row of samples
 PALETTE_COLOURS = 256  # sheets are previews: a palette keeps them a few MB at most
 
+TILES_KEY = "lorad:tiles"  # the PNG text chunk with the tiles' labels and marks, as JSON
+
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
-def dataset_sheet(
-    entries: list[tuple[str, Path]], refused: list[tuple[str, str]], out: Path
-) -> Path:
-    """A grid of (label, image) thumbnails, then one line per refused file: its name followed by
-    its reason ("x.jpg" "is empty (0 bytes)...")."""
+@dataclass(frozen=True)
+class Tile:
+    """One accepted photo on the dataset sheet: its training number ("001"), its file name in
+    the subject folder, its thumbnail, and its warnings as short tags ("MIRROR of a.jpg")."""
+
+    number: str
+    file: str
+    path: Path
+    marks: tuple[str, ...] = ()
+
+
+def dataset_sheet(tiles: list[Tile], refused: list[tuple[str, str]], out: Path) -> Path:
+    """A grid of thumbnails, each labelled "001 IMG_1001.jpg" and, when it has warnings, framed
+    with one tag a line under its name; then one line per refused file: its name followed by its
+    reason ("x.jpg" "is empty (0 bytes)...")."""
     font, title_font = _font(FONT_SIZE), _font(TITLE_SIZE)
-    columns = max(1, min(MAX_COLUMNS, len(entries)))
-    rows = math.ceil(len(entries) / columns)
+    columns = max(1, min(MAX_COLUMNS, len(tiles)))
+    rows = math.ceil(len(tiles) / columns)
     label_height = _line_height(font)
-    cell_height = THUMB + label_height + GAP
+    cell_height = THUMB + label_height * (1 + max((len(t.marks) for t in tiles), default=0)) + GAP
     width = max(MIN_WIDTH, columns * (THUMB + GAP) - GAP) + 2 * MARGIN
     text_width = width - 2 * MARGIN
     refused_lines = [
         line for name, reason in refused for line in _wrap(f"{name} {reason}", font, text_width)
     ]
-    title = f"accepted: {len(entries)}, refused: {len(refused)}"
+    title = f"accepted: {len(tiles)}, refused: {len(refused)}"
     top = MARGIN + _line_height(title_font) + GAP
     grid_bottom = top + rows * cell_height
     refused_top = grid_bottom + (GAP + label_height if refused else 0)
@@ -62,16 +79,30 @@ def dataset_sheet(
     sheet = Image.new("RGB", (width, height), PAPER)
     draw = ImageDraw.Draw(sheet)
     draw.text((MARGIN, MARGIN), title, fill=INK, font=title_font)
-    for index, (label, path) in enumerate(entries):
-        x = MARGIN + (index % columns) * (THUMB + GAP)
-        y = top + (index // columns) * cell_height
-        sheet.paste(_thumbnail(path, font), (x, y))
-        _centred(draw, _clean(label), x + THUMB // 2, y + THUMB + 2, font, INK)
+    for index, tile in enumerate(tiles):
+        _draw_tile(sheet, draw, tile, MARGIN + (index % columns) * (THUMB + GAP),
+                   top + (index // columns) * cell_height, font)
     if refused:
         draw.text((MARGIN, grid_bottom + GAP), "Refused:", fill=ALERT, font=font)
     for number, line in enumerate(refused_lines):
         draw.text((MARGIN, refused_top + number * label_height), line, fill=INK, font=font)
-    return _save(sheet, out)
+    labels = [{"number": t.number, "file": t.file, "marks": list(t.marks)} for t in tiles]
+    return _save(sheet, out, {TILES_KEY: json.dumps(labels, ensure_ascii=False)})
+
+
+def _draw_tile(sheet: Image.Image, draw: ImageDraw.ImageDraw, tile: Tile, x: int, y: int,
+               font: Font) -> None:
+    """The thumbnail, framed when marked (the frame reads without colour), its number and file
+    name shortened to the tile's width, then one tag a line."""
+    sheet.paste(_thumbnail(tile.path, font), (x, y))
+    if tile.marks:
+        draw.rectangle((x, y, x + THUMB - 1, y + THUMB - 1), outline=ALERT, width=FRAME)
+    line_height = _line_height(font)
+    _centred(draw, _middle_ellipsis(_clean(f"{tile.number} {tile.file}"), font, THUMB),
+             x + THUMB // 2, y + THUMB + 2, font, INK)
+    for number, mark in enumerate(tile.marks, start=1):
+        _centred(draw, _middle_ellipsis(_clean(mark), font, THUMB), x + THUMB // 2,
+                 y + THUMB + 2 + number * line_height, font, ALERT)
 
 
 def samples_sheet(rows: list[tuple[str, list[Path | None]]], columns: list[str], out: Path,
@@ -177,6 +208,20 @@ def _ellipsis(line: str, font: Font, width: int) -> str:
     return line + "..."
 
 
+def _middle_ellipsis(text: str, font: Font, width: int) -> str:
+    """`text`, or its start and end around "..." when it is wider than `width`: the end of a file
+    name (its number, its extension) is kept."""
+    if font.getlength(text) <= width:
+        return text
+    keep = len(text)
+    while keep > 2:
+        keep -= 1
+        head, tail = text[: (keep + 1) // 2], text[len(text) - keep // 2:]
+        if font.getlength(f"{head}...{tail}") <= width:
+            return f"{head}...{tail}"
+    return "..."
+
+
 def _lines(
     draw: ImageDraw.ImageDraw, lines: Sequence[str], x: int, y: int, font: Font, fill: tuple
 ) -> None:
@@ -190,7 +235,11 @@ def _centred(
     draw.text((x - font.getlength(text) / 2, y), text, fill=fill, font=font)
 
 
-def _save(sheet: Image.Image, out: Path) -> Path:
+def _save(sheet: Image.Image, out: Path, text: dict[str, str] | None = None) -> Path:
     # Through fsutil: a full disk is reported as such, and no partial file stays behind.
     image = sheet.quantize(PALETTE_COLOURS)
-    return atomic_write_with(Path(out), lambda tmp: image.save(tmp, format="PNG", optimize=True))
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value)  # iTXt: UTF-8, for file names in any language
+    return atomic_write_with(Path(out), lambda tmp: image.save(tmp, format="PNG", optimize=True,
+                                                               pnginfo=info))

@@ -15,6 +15,7 @@ from pathlib import Path
 from lorad.context import Context
 from lorad.store import Job
 from lorad.system.fsutil import (
+    atomic_copy,
     atomic_write_text,
     copy_tree_verified,
     fsync_dir,
@@ -24,6 +25,7 @@ from lorad.system.fsutil import (
 from lorad.system.logs import for_job, log
 
 ERROR_FILE = "error.txt"
+REPORT_FILE = "lorad-report.json"  # the work area's report.json, beside error.txt
 
 
 def _move_tree(source: Path, target: Path, partial: Path) -> None:
@@ -93,7 +95,8 @@ def failed_target(ctx: Context, job: Job) -> Path:
 
 
 def hand_to_failed(ctx: Context, job: Job) -> Path | None:
-    """Move a rejected job's subject folder, whole and unchanged, to failed/<name>/ + error.txt."""
+    """Move a rejected job's subject folder, whole and unchanged, to failed/<name>/, with an
+    error.txt and, when the photos were checked, the check's report as lorad-report.json."""
     paths = ctx.paths(job)
     target = Path(job.options.get("failed_path") or failed_target(ctx, job))
     if not job.options.get("failed_path"):
@@ -106,8 +109,12 @@ def hand_to_failed(ctx: Context, job: Job) -> Path | None:
     note = target / ERROR_FILE
     if note.exists() and not note.read_text(errors="replace").startswith("lorad:"):
         note = target / ("lorad-" + ERROR_FILE)
-    atomic_write_text(note, f"lorad: job {job.id} could not use this folder.\n\n{job.error}\n\n"
-                            "Fix what is named above, then move the folder back into the inbox.\n")
+    text = f"lorad: job {job.id} could not use this folder.\n\n{job.error}\n\n"
+    if paths.report.is_file():  # everything error.txt names is in this folder
+        atomic_copy(paths.report, target / REPORT_FILE)
+        text += f"{REPORT_FILE}, beside this file, has the check of every file.\n"
+    atomic_write_text(note, text + "Fix what is named above, then move the folder back into "
+                                   "the inbox.\n")
     return target
 
 

@@ -260,13 +260,16 @@ class Store(NotificationQueue, ChildRecords):
         )
 
     def finish_stage(self, job_id: int, stage: str, next_stage: str, **values: Any) -> bool:
-        """Running `stage` -> queued for `next_stage` (or done when next_stage is 'done')."""
+        """Running `stage` -> queued for `next_stage` (or done when next_stage is 'done').
+
+        Whenever a job stops running (here, `end`, `requeue`, `recover`) its progress text (a
+        speed, an ETA) is cleared: it described a run that is over. The fraction stays."""
         state = "done" if next_stage == "done" else "queued"
         if state == "done":
             values.setdefault("finished_at", time.time())
         return self._update(
             job_id, "AND state = ?", (RUNNING[stage],),
-            state=state, stage=next_stage, **values,
+            state=state, stage=next_stage, progress_text="", **values,
         )
 
     def set_progress(self, job_id: int, fraction: float, text: str, **values: Any) -> None:
@@ -275,7 +278,8 @@ class Store(NotificationQueue, ChildRecords):
     def end(self, job_id: int, state: str, error: str | None = None, **values: Any) -> None:
         """Put a job in a final state (failed, rejected, cancelled) with its reason."""
         assert state in FINAL
-        self._update(job_id, state=state, error=error, finished_at=time.time(), **values)
+        self._update(job_id, state=state, error=error, finished_at=time.time(), progress_text="",
+                     **values)
 
     def request_cancel(self, job_id: int) -> Job:
         """Ask for a job to stop. A queued job is cancelled at once; a running one by its worker."""
@@ -303,14 +307,14 @@ class Store(NotificationQueue, ChildRecords):
         return self._update(
             job_id, f"AND state IN ({marks})", from_states,
             state="queued", stage=stage, error=None, finished_at=None, cancel_requested=0,
-            **values,
+            progress_text="", **values,
         )
 
     def recover(self) -> list[Job]:
         """After a restart: every job a worker held goes back to the queue at its stage."""
         running = self.jobs(tuple(RUNNING.values()))
         for job in running:
-            self._update(job.id, "AND state = ?", (job.state,), state="queued")
+            self._update(job.id, "AND state = ?", (job.state,), state="queued", progress_text="")
             self.event(job.id, f"daemon restarted while {job.state}; continuing the "
                                f"{job.stage} stage")
         return running

@@ -251,7 +251,8 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
                          cancelled=lambda: store.cancel_requested(job.id),
                          stopping=ctx.stopping,
                          stall_seconds=ctx.settings.kohya.stall_minutes * 60,
-                         grace_seconds=ctx.settings.kohya.stop_grace_seconds)
+                         grace_seconds=ctx.settings.kohya.stop_grace_seconds,
+                         say=lambda line: _tell(ctx, job, line), epoch_offset=plan.offset)
     header = (f"=== lorad job {job.id} {plan.describe()} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n" + " \\\n  ".join(plan.argv))
     executor = ctx.executor or LocalExecutor(store)
@@ -262,6 +263,12 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
 
     return supervise(start, log_path=ctx.paths(job).train_log, header=header, control=control,
                      tracker=ProgressTracker())
+
+
+def _tell(ctx: Context, job: Job, line: str) -> None:
+    """A line for the log (the terminal, the journal) and the job's events."""
+    ctx.log(job).info("%s", line)
+    ctx.store.event(job.id, line)
 
 
 def _failure(ctx: Context, job: Job, plan: Plan, outcome: RunOutcome, corrupt: list[str]

@@ -44,6 +44,8 @@ class RunControl:
     stopping: threading.Event
     stall_seconds: float
     grace_seconds: float
+    say: Callable[[str], None]  # what a person should know as it happens (why a stop waits)
+    epoch_offset: int = 0  # epochs trained before this run: the run's epoch 1 is this + 1
 
 
 class _Log:
@@ -158,7 +160,7 @@ def _follow(run: TrainingRun, reader: _Reader, control: RunControl) -> str:
             continue
         last_check = now
         if control.stopping.is_set() and stop_when_saved is None:
-            stop_when_saved = _plan_stop(reader.tracker, control.grace_seconds, now)
+            stop_when_saved = _plan_stop(reader.tracker, control, now)
         ended = _verdict(reader, control, stop_when_saved, now)
         if ended == "stalled":
             reader.tail.append(f"lorad: no output for {control.stall_seconds / 60:g} minutes; "
@@ -182,9 +184,22 @@ def _verdict(reader: _Reader, control: RunControl, stop_when_saved: tuple[int, f
     return "exited"
 
 
-def _plan_stop(tracker: ProgressTracker, grace: float, now: float) -> tuple[int, float]:
-    """When stopping: wait for the epoch in progress to save if that fits in the grace time."""
-    left = tracker.snapshot().seconds_to_epoch_end()
-    if left is not None and left < grace * 0.8:
-        return tracker.checkpoints, now + grace * 0.8
+def _plan_stop(tracker: ProgressTracker, control: RunControl, now: float) -> tuple[int, float]:
+    """When stopping: wait for the epoch in progress to save if that fits in 0.8 x the grace time
+    (and say so, once: the wait is otherwise silent)."""
+    progress = tracker.snapshot()
+    left = progress.seconds_to_epoch_end()
+    wait = control.grace_seconds * 0.8
+    epoch = control.epoch_offset + progress.epoch if progress.epoch else None
+    if left is not None and left < wait:
+        control.say(f"waiting up to {wait:.0f} s for epoch {epoch} to be saved (about "
+                    f"{left:.0f} s by the trainer's speed), then stopping the trainer")
+        return tracker.checkpoints, now + wait
+    if left is not None:
+        control.say(f"stopping the trainer now: epoch {epoch} needs about {left:.0f} s more, "
+                    f"longer than the {wait:.0f} s lorad waits (0.8 x kohya.stop_grace_seconds); "
+                    "the job resumes from its newest saved epoch at the next start")
+    else:
+        control.say("stopping the trainer now (no epoch about to be saved); the job resumes from "
+                    "its newest saved epoch at the next start")
     return tracker.checkpoints, now
