@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 ENV_VAR = "FAKE_SD_SCRIPTS"
 KINDS = ("crash", "hang", "oom", "nomodel", "corrupt", "silent", "ignore_sigterm")
 STEP_KINDS = ("crash", "hang", "oom", "silent", "ignore_sigterm")
-CONTROL_KEYS = {"step_seconds", "epoch_seconds", "faults"}
+CONTROL_KEYS = {"step_seconds", "epoch_seconds", "faults", "samples_from"}
 FAULT_KEYS = {"kind", "at_step", "times", "unless", "output_name"}
 RECORDED_ENV = (
     "CUDA_VISIBLE_DEVICES", "NOTIFY_SOCKET", "PYTHONUNBUFFERED", "ACCELERATE_MIXED_PRECISION",
@@ -91,6 +91,10 @@ class Control:
         self.epoch_seconds = 0.0
         self.faults: list[Fault] = []
         self.fired: set[int] = set()
+        # {"<epoch>": ["/abs/picture.png", ...]}: that epoch's samples are these files, one per
+        # prompt line in turn, instead of solid colours (a face that comes and goes, for lorad's
+        # likeness score).
+        self.samples_from: dict[str, list[str]] = {}
         if path and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 raw = json.load(f)
@@ -98,6 +102,7 @@ class Control:
             self.step_seconds = float(raw.get("step_seconds", 0.0))
             self.epoch_seconds = float(raw.get("epoch_seconds", 0.0))
             self.faults = [_parse_fault(i, fault) for i, fault in enumerate(raw.get("faults", []))]
+            self.samples_from = dict(raw.get("samples_from", {}))
 
     @classmethod
     def from_env(cls) -> "Control":

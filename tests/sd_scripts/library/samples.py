@@ -80,7 +80,17 @@ def _read_prompts(path: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and line[0] != "#"]
 
 
-def generate(args: argparse.Namespace, epoch: int | None, steps: int, console: Console) -> None:
+def _picture(sources: dict[str, list[str]], epoch: int | None, index: int) -> bytes | None:
+    """The file the control's `samples_from` names for this epoch's sample `index`, if any."""
+    files = sources.get(str(epoch)) if epoch is not None else None
+    if not files:
+        return None
+    with open(files[index % len(files)], "rb") as f:
+        return f.read()
+
+
+def generate(args: argparse.Namespace, epoch: int | None, steps: int, console: Console,
+             sources: dict[str, list[str]] | None = None) -> None:
     if not is_due(args, epoch, steps):
         return
     console.log("INFO", "")
@@ -110,4 +120,5 @@ def generate(args: argparse.Namespace, epoch: int | None, steps: int, console: C
         seed_suffix = "" if seed is None else f"_{seed}"
         name = f"{prefix}{label}_{index:02d}_{stamp}{seed_suffix}.png"
         with open(os.path.join(save_dir, name), "wb") as f:
-            f.write(png(width, height, _colour(label, index)))
+            f.write(_picture(sources or {}, epoch, index)
+                    or png(width, height, _colour(label, index)))
