@@ -3,6 +3,7 @@ distances into a score per epoch and a suggestion."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -109,3 +110,24 @@ def test_each_prompt_is_sampled_again_with_the_next_seeds() -> None:
     assert [line.split("--d ")[1].split()[0] for line in lines] == ["10", "11", "12", "13"]
     assert samples_per_prompt(["p"] * 16, 8) == 6  # an epoch's samples stay numbered _00_.._99_
     assert ScoreSettings().per_prompt() == 1 and ScoreSettings(enabled=True).per_prompt() == 4
+
+
+@needs_faces
+def test_the_dataset_check_names_the_photo_whose_face_is_mirrored(tmp_path: Path) -> None:
+    from lorad.dataset.options import PrepareOptions
+    from lorad.dataset.prepare import prepare_dataset
+    from lorad.settings import PrepareSettings
+
+    source = tmp_path / "eileen"
+    faces.near_copies(source, ["crop", "warm", "dark", "narrow"])
+    faces.mirrored(source)
+    settings = PrepareSettings(min_images=3, few_images=3, workers=1)
+    result = prepare_dataset(source, tmp_path / "dest", PrepareOptions(
+        token="eileen", prefix="eileen, ", repeats=None, strict=False, settings=settings,
+        faces=True))
+    named = [w for w in result.warnings if "face mirrored" in w]
+    print("mirrored faces:", named)
+    assert len(named) == 1 and named[0].startswith("mirrored.png")
+    report = json.loads(result.report_path.read_text())
+    assert any(item["source"] == "mirrored.png" and item["why"].startswith("face mirrored")
+               for item in report["checks"]["possibly_mirrored"])

@@ -23,6 +23,8 @@ from lorad.settings import ScoreSettings
 
 Vector = Sequence[float]
 MATCH = 0.6  # dlib's threshold: two faces closer than this are usually one person
+MIRROR_MARGIN = 0.03  # a face this much closer to the others once mirrored was likely mirrored
+MIRROR_MIN_FACES = 3
 
 
 class Likeness(BaseModel):
@@ -134,3 +136,18 @@ def _list(epochs: dict[int, Likeness], numbers: list[int]) -> str:
         else:
             parts.append(f"{likeness.score:.2f}")
     return ", ".join(parts)
+
+
+def mirrored_faces(faces: dict[str, tuple[Vector, Vector]]) -> dict[str, tuple[float, float]]:
+    """The photos whose face, mirrored, is closer to the other photos' faces than as it is (a
+    selfie saved mirrored), with both mean distances. `faces` maps each photo to its face's
+    descriptor and its mirror's; a set of fewer than MIRROR_MIN_FACES faces is not judged."""
+    if len(faces) < MIRROR_MIN_FACES:
+        return {}
+    found = {}
+    for name, (plain, mirror) in faces.items():
+        others = [vector for other, (vector, _) in faces.items() if other != name]
+        as_is, flipped = mean_distance(plain, others), mean_distance(mirror, others)
+        if flipped < as_is - MIRROR_MARGIN:
+            found[name] = (round(as_is, 3), round(flipped, 3))
+    return found
