@@ -131,3 +131,21 @@ def test_the_dataset_check_names_the_photo_whose_face_is_mirrored(tmp_path: Path
     report = json.loads(result.report_path.read_text())
     assert any(item["source"] == "mirrored.png" and item["why"].startswith("face mirrored")
                for item in report["checks"]["possibly_mirrored"])
+
+
+def test_the_done_message_names_the_suggested_epoch_and_how_to_take_it() -> None:
+    from lorad.delivery.manifest import Final, Manifest
+    from lorad.delivery.messages import likeness_lines
+    from lorad.likeness.score import Suggestion
+    from lorad.store import Job
+
+    job = Job.from_row({"id": 12, "name": "alice", "state": "done", "stage": "notify",
+                        "created_at": 0.0, "updated_at": 0.0})
+    m = Manifest(suggestion=Suggestion(epoch=5, reason="epoch 5 looks most like the person"))
+    assert likeness_lines(m, job) == [
+        "Likeness: epoch 5 looks most like the person; lorad pick 12 --epoch 5"]
+    m.final = Final(epoch=5, how="picked", at=0.0)
+    assert likeness_lines(m, job) == ["Likeness: epoch 5 looks most like the person (it is the "
+                                      "LoRA)"]
+    m.suggestion = Suggestion(reason="no single face", scored=False)
+    assert likeness_lines(m, job) == []
