@@ -152,6 +152,21 @@ class DeliverSettings(Section):
     )
 
 
+class ScoreSettings(Section):
+    enabled: bool = Field(False, description="score each epoch's likeness to the person")
+    samples_per_prompt: int = Field(
+        0, ge=0, le=8, description="samples per prompt per epoch; 0: 4 with scoring on, else 1"
+    )
+    auto_pick: bool = Field(False, description="make the suggested epoch the LoRA")
+    tolerance: float = Field(0.03, ge=0, le=1, description="how close to the best is as good")
+    min_faces: float = Field(0.5, ge=0, le=1, description="share of samples that must show a face")
+    min_spread: float = Field(0.05, ge=0, le=2, description="samples closer are all the same")
+
+    def per_prompt(self) -> int:
+        """How many samples of each prompt an epoch draws."""
+        return self.samples_per_prompt or (4 if self.enabled else 1)
+
+
 class Settings(BaseSettings):
     """Everything the daemon reads from lorad.toml (and LORAD_* variables)."""
 
@@ -176,6 +191,7 @@ class Settings(BaseSettings):
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     deliver: DeliverSettings = Field(default_factory=DeliverSettings)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -58,7 +58,18 @@ def job_summary(job: Job) -> dict[str, Any]:
             "age_seconds": round(time.time() - job.created_at, 1), "error": job.error,
             "outbox": job.outbox_dir, "epochs": epochs,
             "final_epoch": m.final.epoch if m and m.final else None,
-            "final_how": m.final.how if m and m.final else None}
+            "final_how": m.final.how if m and m.final else None,
+            "suggestion": m.suggestion.model_dump() if m and m.suggestion else None}
+
+
+def likeness_lines(m: Manifest) -> list[str]:
+    """`lorad show`: each scored epoch's likeness ([score]) and the suggestion."""
+    scored = [f"epoch {n}: {e.likeness.label()}" for n, e in sorted(m.epochs.items())
+              if e.likeness is not None]
+    lines = [escape("  likeness: " + "; ".join(scored))] if scored else []
+    if m.suggestion is not None:
+        lines.append(escape(f"  suggestion: {m.suggestion.reason}"))
+    return lines
 
 
 # Running jobs first (the one on the GPU at the top), then the queue, then the finished ones,
@@ -190,6 +201,7 @@ def job_text(found: Job, events: list[Event], notes: list[dict[str, Any]]) -> st
     if m is not None and m.epochs:
         lines.append(escape(f"  epochs in the outbox: {span(sorted(m.epochs))} (this job's: "
                             f"{span(epochs) or 'none'}); the LoRA is {m.describe_final()}"))
+        lines += likeness_lines(m)
         for line in m.superseded:
             lines.append(escape(f"  moved aside by job {line.by_job}'s resume: epochs "
                                 f"{span(line.epochs)} in {line.folder}/"))

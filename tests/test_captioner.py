@@ -62,16 +62,17 @@ def assert_gone(pid: int) -> None:
 
 
 def test_the_daemon_never_imports_torch_or_transformers() -> None:
-    """Every module of the package (the command line, the daemon, every stage and the captioning
-    launcher), imported in a fresh interpreter: the heavy libraries stay out until a captioning
-    child needs them."""
+    """Every module of the package (the command line, the daemon, every stage, the captioning
+    and face launchers), imported in a fresh interpreter: the heavy libraries (dlib too) stay out
+    until a child needs them."""
     code = (
         "import importlib, pkgutil, sys\n"
         "import lorad\n"
         "names = [m.name for m in pkgutil.walk_packages(lorad.__path__, 'lorad.')]\n"
         "for name in names:\n"
         "    importlib.import_module(name)\n"
-        "print(len(names), sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+        "heavy = ('torch', 'transformers', 'dlib')\n"
+        "print(len(names), sorted(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

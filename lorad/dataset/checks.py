@@ -187,3 +187,20 @@ def _record_file_checks(entry: Entry, blurry: str | None, duplicates: list[Dupli
 
 def _other(duplicate: Duplicate, rel: str) -> str:
     return duplicate.second if duplicate.first == rel else duplicate.first
+
+
+def check_mirrored_faces(accepted: list[Entry], checks: Checks,
+                         mirrored: dict[str, tuple[float, float]]) -> None:
+    """The guide's symmetry check by faces: each photo whose face, mirrored, is closer to the
+    other photos' faces than as it is (`lorad.likeness.score.mirrored_faces`) is named."""
+    for entry in accepted:
+        if entry.rel not in mirrored:
+            continue
+        as_is, flipped = mirrored[entry.rel]
+        entry.warnings.append(
+            f"shows the face mirrored relative to the other photos (face distance {as_is:.2f} "
+            f"to them as it is, {flipped:.2f} mirrored): a selfie? flip it so the hair parting "
+            "and the face read the same way round as in the others")
+        checks.report.setdefault("possibly_mirrored", []).append(
+            {"source": entry.rel, "why": f"face mirrored ({as_is:.2f} as it is, {flipped:.2f} "
+                                         "mirrored)"})

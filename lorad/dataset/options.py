@@ -16,3 +16,4 @@ class PrepareOptions:
     strict: bool  # decides alone: the caller resolves settings.strict and the subject's choice
     settings: PrepareSettings
     ignore: list[str] = field(default_factory=list)  # extra glob patterns (watch.ignore)
+    faces: bool = False  # also look for mirrored faces (dlib: [score] on, lorad[faces] installed)

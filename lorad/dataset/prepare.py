@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from lorad.dataset.checks import run_checks
+from lorad.dataset.checks import check_mirrored_faces, run_checks
 from lorad.dataset.image import ImageVerdict, process_image
 from lorad.dataset.layout import MANIFEST, ZIP, install, lay_out, sheet_cells, write_manifest
 from lorad.dataset.listing import Entry, attach_captions, list_source, pair_captions, shown
@@ -61,6 +61,8 @@ def prepare_dataset(
     accepted = _apply_verdicts(images)
     attach_captions(accepted, pairs, options.prefix)
     checks = run_checks(accepted, options.settings)
+    if options.faces:
+        check_mirrored_faces(accepted, checks, _mirrored_faces(accepted))
     result = judge(entries, accepted, checks, options, dest)
 
     staged_train = staging / result.train_dir.relative_to(dest)
@@ -152,6 +154,22 @@ def _apply_verdicts(images: list[Entry]) -> list[Entry]:
             entry.status = "refused"
             entry.reason = verdict.reason
     return accepted
+
+
+def _mirrored_faces(accepted: list[Entry]) -> dict[str, tuple[float, float]]:
+    """The photos whose face looks mirrored against the others' (dlib, in this process: the
+    prepare child's; only asked for when the faces extra is installed)."""
+    from lorad.likeness.child import LoadError, describe_all
+    from lorad.likeness.protocol import Image
+    from lorad.likeness.score import mirrored_faces
+
+    by_path = {entry.converted: entry.rel for entry in accepted if entry.converted}
+    try:
+        found = list(describe_all([Image(path=path, mirror=True) for path in by_path]))
+    except LoadError:
+        return {}
+    return mirrored_faces({by_path[face.path]: (face.descriptor, face.mirrored) for face in found
+                           if face.faces == 1 and face.descriptor and face.mirrored})
 
 
 def _check_places(source: Path, dest: Path) -> None:

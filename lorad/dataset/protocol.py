@@ -48,10 +48,12 @@ class PrepareRequest(Message):
     strict: bool
     settings: PrepareSettings
     ignore: list[str]
+    faces: bool = False  # look for mirrored faces too ([score] on, lorad[faces] installed)
 
     def options(self) -> PrepareOptions:
         return PrepareOptions(token=self.token, prefix=self.prefix, repeats=self.repeats,
-                              strict=self.strict, settings=self.settings, ignore=self.ignore)
+                              strict=self.strict, settings=self.settings, ignore=self.ignore,
+                              faces=self.faces)
 
 
 class Prepared(Message):

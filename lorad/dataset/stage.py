@@ -14,6 +14,7 @@ from lorad.dataset.child import PrepareFailed, run_preparer
 from lorad.dataset.protocol import PrepareRequest
 from lorad.delivery.outbox import take_folder
 from lorad.errors import Rejected, StageFailed
+from lorad.likeness.protocol import faces_installed
 from lorad.store import Job
 from lorad.subject import SubjectError, load_subject, read_subject_file
 from lorad.system import children
@@ -39,7 +40,8 @@ def run(ctx: Context, job: Job) -> None:
     req = PrepareRequest(source=paths.source, dest=paths.dataset, token=subject.token,
                          prefix=subject.prefix, repeats=subject.repeats,
                          strict=subject.strict_or(settings.prepare.strict),
-                         settings=settings.prepare, ignore=list(settings.watch.ignore))
+                         settings=settings.prepare, ignore=list(settings.watch.ignore),
+                         faces=settings.score.enabled and faces_installed())
     try:
         with children.tracked(store, "prepare", [job.id]) as spawn:
             result = run_preparer(req, on_progress=progress, should_stop=ctx.stopping.is_set,

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from lorad.likeness.score import Likeness, Suggestion
 from lorad.system.fsutil import atomic_write_json
 from lorad.workspace import epoch_files
 
@@ -40,6 +41,7 @@ class EpochEntry(BaseModel):
     samples: list[str] = Field(default_factory=list)  # relative paths: samples/NAME.png
     samples_note: str | None = None  # why samples are missing, when they are
     saved_at: float | None = None
+    likeness: Likeness | None = None  # its samples' likeness to the person ([score])
 
 
 class Final(BaseModel):
@@ -95,6 +97,14 @@ class Manifest(BaseModel):
     repeats: int | None = None
     prompts: list[str] = Field(default_factory=list)
     samples_sheet: str | None = None
+    samples_per_prompt: int = 1  # each prompt is sampled this many times, with other seeds
+    suggestion: Suggestion | None = None  # the epoch that looks most like the person ([score])
+
+    def sample_columns(self) -> list[str]:
+        """What each sample of an epoch shows, in order: the prompts, then again with the next
+        seeds ("photo of alice (2)") when each prompt is sampled more than once."""
+        return [prompt if round_ == 0 else f"{prompt} ({round_ + 1})"
+                for round_ in range(self.samples_per_prompt) for prompt in self.prompts]
 
     def newest(self) -> int | None:
         return max(self.epochs, default=None)

@@ -72,6 +72,7 @@ def done(job: Job, settings: Settings) -> tuple[str, str]:
         f"The LoRA ({job.token}.safetensors): {m.describe_final()}",
         f"Files: {_shown_folder(folder, settings)}",
         *_ladder_lines(train),
+        *likeness_lines(m, job),
         *dataset_lines(JobPaths.of(settings, job).report),
         "",
         f"Undertrained? lorad resume {job.id} --epochs 3  (or put resume.toml with "
@@ -123,6 +124,19 @@ def _ladder_lines(train: dict[str, Any]) -> list[str]:
     if per_epoch and per_epoch[0] != per_epoch[-1]:
         line += f" (steps per epoch {per_epoch[0]} -> {per_epoch[-1]})"
     return [line + "."]
+
+
+def likeness_lines(m: Manifest, job: Job) -> list[str]:
+    """[score]'s suggestion: which epoch looks most like the person, and how to take it."""
+    suggestion = m.suggestion
+    if suggestion is None or not suggestion.scored:
+        return []
+    line = f"Likeness: {suggestion.reason}"
+    if suggestion.epoch is not None and m.final and m.final.epoch == suggestion.epoch:
+        line += " (it is the LoRA)"
+    elif suggestion.epoch is not None:
+        line += f"; lorad pick {job.id} --epoch {suggestion.epoch}"
+    return [line]
 
 
 def dataset_lines(report: Path, most: int = 5) -> list[str]:

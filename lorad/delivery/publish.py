@@ -82,6 +82,8 @@ def publish_epochs(ctx: Context, job: Job, train: dict[str, Any]) -> list[int]:
     new: list[int] = []
     with manifest.updating(folder) as m:
         _describe(ctx, job, m)
+        m.samples_per_prompt = (train.get("runs") or [{}])[-1].get("samples_per_prompt",
+                                                                     m.samples_per_prompt)
         for number, path in own.items():
             entry = m.epochs.get(number)
             if entry is not None and entry.job == job.id:
@@ -165,7 +167,7 @@ def draw_sheets(folder: Path, m: Manifest) -> str | None:
     rows = _rows(folder, m)
     if not rows:
         return None
-    columns = m.prompts or [f"prompt {i + 1}" for i in range(_width(rows))]
+    columns = m.sample_columns() or [f"prompt {i + 1}" for i in range(_width(rows))]
     width = max(len(columns), _width(rows))
     columns += [f"prompt {i + 1}" for i in range(len(columns), width)]
     final = m.final.epoch if m.final else None
@@ -210,6 +212,8 @@ def _label(key: tuple[int, int], m: Manifest, final: int | None) -> str:
         label += " ★ FINAL" + (" (picked)" if m.final.how == "picked" else "")
     if entry and entry.samples_note:
         label += f" — {entry.samples_note}"
+    if entry and entry.likeness:  # [score]: "likeness 0.38, faces 4/4"
+        label += f" · {entry.likeness.label()}"
     return label
 
 

@@ -19,6 +19,7 @@ from lorad.delivery import manifest
 from lorad.delivery.final import make_final
 from lorad.delivery.manifest import Manifest
 from lorad.delivery.publish import draw_sheets, outbox_of, publish_epochs, put
+from lorad.likeness import judge as likeness
 from lorad.store import Job
 from lorad.system.fsutil import atomic_copy, atomic_write_text
 
@@ -29,6 +30,8 @@ def run(ctx: Context, job: Job) -> None:
     replaced = outbox / "replaced" / f"by-job-{job.id}"
     store.set_progress(job.id, 0.1, "publishing the last epochs")
     publish_epochs(ctx, job, job.train)
+    likeness.score_job(ctx, job, outbox)  # [score]: each new epoch's likeness; never fails here
+    how = "newest"
     with manifest.updating(outbox) as m:
         epoch = final_epoch(m, store.get(job.id))
         if epoch is not None:
@@ -38,6 +41,7 @@ def run(ctx: Context, job: Job) -> None:
             for copy in copies:
                 store.event(job.id, f"epoch {epoch} copied to {copy}")
         m.samples_sheet = draw_sheets(outbox, m)
+    likeness.pick_suggested(ctx, store.get(job.id), outbox, person_picked=how == "picked")
     store.set_progress(job.id, 0.6, "copying the log, the command and the dataset")
     log_name = "train.log" if job.kind == "new" else f"train-job{job.id}.log"
     if paths.train_log.exists():

@@ -35,6 +35,7 @@ from lorad.training.kohya.command import (
     compat_key,
     prompt_file_text,
     run_args,
+    samples_per_prompt,
 )
 from lorad.training.kohya.failures import Failure, classify
 from lorad.training.kohya.ladder import describe_tried, next_step
@@ -183,12 +184,12 @@ def run(ctx: Context, job: Job, gpu: int) -> None:
             train.pop("progress", None)
             store.update(job.id, train=train)
             return
-        prepare_run_dir(ctx, job, plan)
+        per_prompt = prepare_run_dir(ctx, job, plan)
         run_info = {"number": plan.number, "mode": plan.mode, "offset": plan.offset,
                     "first_epoch": plan.first_epoch, "target": plan.target,
                     "compat": plan.compat, "argv": plan.argv, "gpu": gpu,
                     "sample_every_n_epochs": plan.args.get("sample_every_n_epochs"),
-                    "started": time.time()}
+                    "samples_per_prompt": per_prompt, "started": time.time()}
         train.setdefault("runs", []).append(run_info)
         store.update(job.id, train=train, gpu=gpu)
         store.event(job.id, plan.describe() + f" on GPU {gpu}")
@@ -220,14 +221,19 @@ def record_notes(ctx: Context, job: Job, notes: list[str]) -> None:
         ctx.store.event(job.id, note)
 
 
-def prepare_run_dir(ctx: Context, job: Job, plan: Plan) -> None:
+def prepare_run_dir(ctx: Context, job: Job, plan: Plan) -> int:
+    """A clean run folder with the prompt file and the command; how many samples of each
+    prompt the run draws ([score] samples_per_prompt)."""
     run_dir = Path(plan.args["output_dir"])
     if run_dir.exists():  # a run that was planned but never started: start it clean
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
+    prompts = subject_of(job).prompts()
+    per_prompt = samples_per_prompt(prompts, ctx.settings.score.per_prompt())
     atomic_write_text(Path(plan.args["sample_prompts"]),
-                      prompt_file_text(subject_of(job).prompts(), plan.args))
+                      prompt_file_text(prompts, plan.args, per_prompt))
     atomic_write_text(run_dir / "command.txt", "\n".join(plan.argv) + "\n")
+    return per_prompt
 
 
 def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, Any],

@@ -85,7 +85,8 @@ class EpochWatcher:
             if entry.job != job.id or number in self.announced:
                 continue
             sampled = every and (number - self.live_run["offset"]) % every == 0
-            if sampled and len(entry.samples) < len(m.prompts) and number + 1 not in m.epochs:
+            if sampled and len(entry.samples) < len(m.sample_columns()) \
+                    and number + 1 not in m.epochs:
                 continue  # its samples are still being drawn
             self.announced.add(number)
             self._announce(job, m, number, folder)
@@ -101,6 +102,6 @@ class EpochWatcher:
             row = self.ctx.paths(job).root / "notify" / f"epoch-{number}.png"
             row.parent.mkdir(parents=True, exist_ok=True)
             samples_sheet([(f"epoch {number}", [folder / s for s in sorted(entry.samples)])],
-                          m.prompts or ["sample"] * len(entry.samples), row)
+                          m.sample_columns() or ["sample"] * len(entry.samples), row)
         if notify.enqueue(self.ctx.store, settings, job, "epoch", title, body, row) is not None:
             self.ctx.notify_wake.set()

@@ -22,6 +22,7 @@ from lorad.training.kohya.presets import load_preset
 
 SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py"}
 NEGATIVE_PROMPT = "lowres, blurry, deformed, bad anatomy, watermark, text"
+MAX_SAMPLE_LINES = 100  # Kohya numbers an epoch's samples _00_ to _99_
 # Arguments that may differ between the run that saved a state and the run that resumes it.
 RESUME_FREE = frozenset({
     "output_dir", "output_name", "resume", "initial_epoch", "network_weights",
@@ -161,10 +162,19 @@ def sample_size(args: dict[str, Any]) -> tuple[int, int]:
     return (parts[0], parts[-1]) if parts else (512, 512)
 
 
-def prompt_file_text(prompts: list[str], args: dict[str, Any]) -> str:
-    """Kohya's sample prompt file: one prompt a line, fixed seeds so epochs are comparable."""
+def samples_per_prompt(prompts: list[str], wanted: int) -> int:
+    """How many times each prompt is sampled: `wanted`, as long as an epoch's samples stay
+    numbered in two digits (Kohya's `_NN_` in their names)."""
+    return max(1, min(wanted, MAX_SAMPLE_LINES // max(len(prompts), 1)))
+
+
+def prompt_file_text(prompts: list[str], args: dict[str, Any], per_prompt: int = 1) -> str:
+    """Kohya's sample prompt file: one prompt a line, fixed seeds so epochs are comparable.
+
+    With `per_prompt` > 1 the prompts are listed that many times over, each line with the next
+    seed: the first round is the same as with one sample per prompt."""
     width, height = sample_size(args)
     seed = int(args.get("seed") or 1234)
     lines = [f"{prompt} --n {NEGATIVE_PROMPT} --w {width} --h {height} --d {seed + i} "
-             f"--s 28 --l 7" for i, prompt in enumerate(prompts)]
+             f"--s 28 --l 7" for i, prompt in enumerate(prompts * per_prompt)]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 ENV_VAR = "FAKE_SD_SCRIPTS"
 KINDS = ("crash", "hang", "oom", "nomodel", "corrupt", "silent", "ignore_sigterm")
 STEP_KINDS = ("crash", "hang", "oom", "silent", "ignore_sigterm")
-CONTROL_KEYS = {"step_seconds", "epoch_seconds", "sample_seconds", "model_bytes", "faults"}
+CONTROL_KEYS = {"step_seconds", "epoch_seconds", "sample_seconds", "model_bytes", "faults",
+                "samples_from"}
 FAULT_KEYS = {"kind", "at_step", "times", "unless", "output_name"}
 RECORDED_ENV = (
     "CUDA_VISIBLE_DEVICES", "NOTIFY_SOCKET", "PYTHONUNBUFFERED", "ACCELERATE_MIXED_PRECISION",
@@ -93,6 +94,10 @@ class Control:
         self.model_bytes = 0
         self.faults: list[Fault] = []
         self.fired: set[int] = set()
+        # {"<epoch>": ["/abs/picture.png", ...]}: that epoch's samples are these files, one per
+        # prompt line in turn, instead of solid colours (a face that comes and goes, for lorad's
+        # likeness score).
+        self.samples_from: dict[str, list[str]] = {}
         if path and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 raw = json.load(f)
@@ -102,6 +107,7 @@ class Control:
             self.sample_seconds = float(raw.get("sample_seconds", 0.0))
             self.model_bytes = int(raw.get("model_bytes", 0))
             self.faults = [_parse_fault(i, fault) for i, fault in enumerate(raw.get("faults", []))]
+            self.samples_from = dict(raw.get("samples_from", {}))
 
     @classmethod
     def from_env(cls) -> "Control":

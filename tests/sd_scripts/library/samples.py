@@ -80,10 +80,20 @@ def _read_prompts(path: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and line[0] != "#"]
 
 
+def _picture(sources: dict[str, list[str]], epoch: int | None, index: int) -> bytes | None:
+    """The file the control's `samples_from` names for this epoch's sample `index`, if any."""
+    files = sources.get(str(epoch)) if epoch is not None else None
+    if not files:
+        return None
+    with open(files[index % len(files)], "rb") as f:
+        return f.read()
+
+
 def generate(args: argparse.Namespace, epoch: int | None, steps: int, console: Console,
-             seconds: float = 0.0) -> None:
+             seconds: float = 0.0, sources: dict[str, list[str]] | None = None) -> None:
     """Kohya's sampling: one PNG per prompt line, each taking `seconds` (the control file's
-    sample_seconds; real sampling is slow, and a kill can land in the middle of it)."""
+    sample_seconds; real sampling is slow, and a kill can land in the middle of it), drawn from
+    the control's `samples_from` files where it names some for this epoch."""
     if not is_due(args, epoch, steps):
         return
     console.log("INFO", "")
@@ -115,4 +125,5 @@ def generate(args: argparse.Namespace, epoch: int | None, steps: int, console: C
         seed_suffix = "" if seed is None else f"_{seed}"
         name = f"{prefix}{label}_{index:02d}_{stamp}{seed_suffix}.png"
         with open(os.path.join(save_dir, name), "wb") as f:
-            f.write(png(width, height, _colour(label, index)))
+            f.write(_picture(sources or {}, epoch, index)
+                    or png(width, height, _colour(label, index)))

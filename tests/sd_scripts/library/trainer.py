@@ -254,7 +254,8 @@ class Trainer:
             every = args.save_every_n_epochs
             if every is not None and (epoch + 1) % every == 0 and epoch + 1 < num_epochs:
                 self._save_epoch(global_step, epoch + 1)
-            samples.generate(args, epoch + 1, global_step, console, self.control.sample_seconds)
+            samples.generate(args, epoch + 1, global_step, console, self.control.sample_seconds,
+                             self.control.samples_from)
 
         if args.save_state or args.save_state_on_train_end:
             console.log("INFO", "saving last state.")
