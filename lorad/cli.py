@@ -17,6 +17,7 @@ from rich.markup import escape
 from lorad import actions
 from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
+from lorad.setup.commands import init, kohya
 from lorad.store import Job, JobNotFound, Store
 from lorad.views import job_summary, job_text, status_table
 
@@ -390,6 +391,9 @@ def doctor(env: Env, send_test: bool) -> None:
             worst = "FAIL"
     sys.exit(1 if worst == "FAIL" else 0)
 
+
+main.add_command(init)
+main.add_command(kohya)
 
 if __name__ == "__main__":
     main()
