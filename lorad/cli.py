@@ -16,6 +16,7 @@ from rich.markup import escape
 from lorad import actions
 from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
+from lorad.setup.commands import init, kohya
 from lorad.store import Job, JobNotFound, Store
 from lorad.views import job_summary, job_text, ordered, print_status
 
@@ -70,7 +71,8 @@ def _set_config(ctx: click.Context, _param: click.Parameter, value: Path | None)
 # comes last wins.
 config_option = click.option(
     "--config", "-c", type=click.Path(path_type=Path), default=None, expose_value=False,
-    callback=_set_config, help="lorad.toml (default: /etc/lorad/lorad.toml, else ./lorad.toml)",
+    callback=_set_config, help="lorad.toml (default: ./lorad.toml, else "
+    "~/.config/lorad/lorad.toml, else /etc/lorad/lorad.toml, else the defaults)",
 )
 
 
@@ -110,11 +112,14 @@ def run(env: Env, log_level: str | None) -> None:
     """
     from lorad.daemon.loop import Daemon
     from lorad.errors import CannotStart
+    from lorad.setup.where import startup_lines
     from lorad.system import logs
     from lorad.system.pidlock import AlreadyRunning
 
     settings = env.settings
     logs.setup(log_level or settings.log_level)
+    for line in startup_lines(env.config, settings):
+        logs.log.info("%s", line)
     try:
         sys.exit(Daemon(settings, env.config).run())
     except (AlreadyRunning, CannotStart) as error:
@@ -389,6 +394,9 @@ def doctor(env: Env, send_test: bool) -> None:
             worst = "FAIL"
     sys.exit(1 if worst == "FAIL" else 0)
 
+
+main.add_command(init)
+main.add_command(kohya)
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,11 @@
 
 Precedence: environment > TOML file > defaults. Unknown keys anywhere (nested tables included, and
 LORAD_* variables that name no key) are errors that name the key.
+
+Without --config, the first of ./lorad.toml, ~/.config/lorad/lorad.toml ($XDG_CONFIG_HOME) and
+/etc/lorad/lorad.toml that exists is read: the nearest, most personal one wins. With none of them,
+lorad runs on defaults in the user's own places (`home_defaults`); a file that exists must name
+its folders.
 """
 
 from __future__ import annotations
@@ -13,8 +18,30 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
-DEFAULT_CONFIG_PATHS = (Path("/etc/lorad/lorad.toml"), Path("lorad.toml"))
+SYSTEM_CONFIG = Path("/etc/lorad/lorad.toml")
 ENV_PREFIX = "LORAD_"
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    """An XDG base directory: the variable when it holds an absolute path, else ~/fallback."""
+    value = os.environ.get(variable, "")
+    return Path(value) if value.startswith("/") else Path.home() / fallback
+
+
+def user_config_path() -> Path:
+    """~/.config/lorad/lorad.toml: where `lorad init` writes, and lorad looks second."""
+    return _xdg("XDG_CONFIG_HOME", ".config") / "lorad" / "lorad.toml"
+
+
+def default_config_paths() -> tuple[Path, ...]:
+    """Where lorad looks for its configuration without --config, in this order."""
+    return Path("lorad.toml"), user_config_path(), SYSTEM_CONFIG
+
+
+def home_defaults() -> dict[str, Path]:
+    """The folders lorad uses when no configuration file exists: the user's own."""
+    return {"inbox": Path.home() / "lorad" / "inbox", "outbox": Path.home() / "lorad" / "outbox",
+            "state_dir": _xdg("XDG_STATE_HOME", ".local/state") / "lorad"}
 
 # Phrases BLIP likes to invent (the guide names the first two); removed from generated captions.
 DEFAULT_CAPTION_REMOVE = [
@@ -274,7 +301,7 @@ def find_config(path: Path | None) -> Path | None:
         if not path.is_file():
             raise ConfigError(f"{path}: no such configuration file")
         return path
-    for candidate in DEFAULT_CONFIG_PATHS:
+    for candidate in default_config_paths():
         if candidate.is_file():
             return candidate
     return None
@@ -333,10 +360,16 @@ def describe_errors(error: ValidationError, source: str) -> str:
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Read the configuration (the given file, else /etc/lorad/lorad.toml, else ./lorad.toml)."""
+    """Read the configuration: the given file, else the first of `default_config_paths`, else
+    the defaults (`home_defaults` for the folders; LORAD_* variables still apply)."""
     config_path = find_config(path)
     _check_env()
-    source = str(config_path) if config_path else "configuration (no lorad.toml found)"
+    source = str(config_path) if config_path else "the defaults (no configuration file found)"
+    if config_path is None:
+        named = {name.upper() for name in os.environ}
+        for key, value in home_defaults().items():
+            if f"{ENV_PREFIX}{key.upper()}" not in named:
+                overrides.setdefault(key, value)
     cls = type(
         "FileSettings",
         (Settings,),

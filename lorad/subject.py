@@ -334,7 +334,11 @@ def preset_epochs(family: str) -> int:
 def fill_epochs(subject: SubjectSettings, settings: Settings) -> None:
     assert subject.model
     if subject.epochs is None:
-        subject.epochs = preset_epochs(settings.models[subject.model].family)
+        model = settings.models.get(subject.model)
+        # No [models] yet (a first start): the family its name suggests; the job waits at the
+        # train stage until the model is configured.
+        family = model.family if model else "sdxl" if "xl" in subject.model.lower() else "sd15"
+        subject.epochs = preset_epochs(family)
 
 
 def load_subject(folder: Path, settings: Settings, name: str | None = None) -> SubjectSettings:
@@ -350,7 +354,7 @@ def load_subject(folder: Path, settings: Settings, name: str | None = None) -> S
         where = f"the daemon's default_model ({settings.default_model!r})"
     else:
         where = f"{path}: model {subject.model!r}"
-    if subject.model not in settings.models:
+    if subject.model not in settings.models and settings.models:
         known = ", ".join(sorted(settings.models)) or "none are configured"
         raise SubjectError(
             f"{where} is not a base model of this daemon (known: {known}); use one of those "

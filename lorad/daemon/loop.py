@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lorad.context import Context
-from lorad.daemon import reload
+from lorad.daemon import readiness, reload
 from lorad.daemon.outcome import announce
 from lorad.daemon.scheduler import Scheduler
 from lorad.delivery import notify, requests
@@ -25,7 +25,7 @@ from lorad.errors import CannotStart
 from lorad.inbox import claim, refuse
 from lorad.inbox.lock import InboxLock
 from lorad.inbox.watcher import Inbox
-from lorad.settings import ConfigError, Settings, load_settings
+from lorad.settings import ConfigError, Settings, find_config, load_settings
 from lorad.store import RUNNING, Store
 from lorad.system import children
 from lorad.system.fsutil import remove_stale_temps
@@ -62,6 +62,7 @@ class Daemon:
         self.next_request_scan = 0.0
         self._request_error = ""
         self._reload = threading.Event()
+        self.training_problems: list[str] = []  # why trainings cannot start (readiness)
 
     # ---- start and stop ------------------------------------------------------------------
     def start(self) -> None:
@@ -81,6 +82,7 @@ class Daemon:
         store = Store(settings.db_path)
         self.ctx = ctx = Context(settings, store, self.stopping)
         self.scheduler = Scheduler(ctx, settings.gpus, self.wake)
+        self.assess_training()
         children.reap_orphans(store)
         claim.recover_claims(ctx)
         refuse.recover_rejections(ctx)
@@ -204,7 +206,21 @@ class Daemon:
         self.settings = self.ctx.settings = merged
         self.inbox.settings = merged.watch
         self.sender.configure(merged.notify)
-        log.info("configuration reloaded from %s (new jobs and runs use it)", self.config_path)
+        log.info("configuration reloaded from %s (new jobs and runs use it)",
+                 self.config_path or find_config(None) or "the defaults")
+        self.assess_training()
+
+    def assess_training(self) -> None:
+        """Decide whether trainings can start; log one line per problem (jobs wait meanwhile)."""
+        assert self.scheduler is not None
+        before = self.training_problems
+        found = self.scheduler.readiness = readiness.assess(self.settings)
+        self.training_problems = found.problems()
+        if before and not self.training_problems:
+            log.info("trainings can start: Kohya and the base models are in place")
+        for problem in self.training_problems:
+            log.warning("trainings cannot start: %s; jobs wait at the train stage until a "
+                        "reload (SIGHUP) fixes it", problem)
 
     # ---- the loop ------------------------------------------------------------------------
     def wait_time(self) -> float:

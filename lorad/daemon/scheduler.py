@@ -15,6 +15,7 @@ from typing import Any
 from lorad.captioning import stage as caption
 from lorad.context import Context
 from lorad.daemon.outcome import conclude
+from lorad.daemon.readiness import Readiness
 from lorad.dataset import stage as prepare
 from lorad.delivery import stage as deliver
 from lorad.store import Job
@@ -36,16 +37,19 @@ class Scheduler:
         self.guard = threading.Lock()
         self.cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lorad-cpu")
         self.cpu_work: set[Future] = set()
+        # Whether trainings can start, and why not: set by the loop at start and every reload.
+        self.readiness = Readiness()
 
     # ---- what runs now -------------------------------------------------------------------
     def dispatch(self) -> None:
         store = self.ctx.store
         for job in store.waiting("prepare"):
             self.submit(job, "prepare", prepare.run)
+        trainable = iter(self.trainable())
         for gpu, holder in self.slots.items():
             if holder is not None:
                 continue
-            job = next((j for j in store.waiting("train") if j.id not in self.busy), None)
+            job = next(trainable, None)
             if job is None:
                 break
             self.slots[gpu] = job.id
@@ -53,6 +57,22 @@ class Scheduler:
         self.dispatch_captions()
         for job in store.waiting("deliver"):
             self.submit(job, "deliver", deliver.run)
+
+    def trainable(self) -> list[Job]:
+        """The jobs waiting for a GPU slot whose training can start now; each of the others is
+        told why it waits (its progress text, and an event when the reason changes)."""
+        ready = []
+        for job in self.ctx.store.waiting("train"):
+            if job.id in self.busy:
+                continue
+            reason = self.readiness.blocker(job.model)
+            if reason is None:
+                ready.append(job)
+            elif job.progress_text != (text := f"waiting for training: {reason}"):
+                self.ctx.store.set_progress(job.id, job.progress, text)
+                self.ctx.store.event(job.id, text, "warning")
+                for_job(job.id, job.token).warning("%s", text)
+        return ready
 
     def dispatch_captions(self) -> None:
         ctx = self.ctx

@@ -19,26 +19,32 @@ HELP_TIMEOUT = 180.0  # Kohya's scripts import torch and diffusers before parsin
 
 
 def kohya(settings: Settings) -> Iterator[Check]:
+    problem = setup_problem(settings)
+    if problem is not None:
+        yield Check(FAIL, "Kohya", problem)
+        return
+    python = settings.kohya.python_path()
+    yield trainer_starts(settings, python)
+    yield accelerate(settings, python)
+
+
+def setup_problem(settings: Settings) -> str | None:
+    """Why no training can start, from what is on disk alone (the folder, its scripts, its
+    python; nothing is run), or None. The daemon asks this at start and at every reload."""
     sd_scripts = settings.kohya.sd_scripts
     if not sd_scripts.is_dir():
-        yield Check(FAIL, "Kohya", f"kohya.sd_scripts ({sd_scripts}) does not exist; clone "
-                                   "kohya-ss/sd-scripts there or point kohya.sd_scripts at your "
-                                   "checkout")
-        return
+        return (f"kohya.sd_scripts ({sd_scripts}) does not exist; clone kohya-ss/sd-scripts "
+                "there (lorad kohya install DIR) or point kohya.sd_scripts at your checkout")
     scripts = [SCRIPTS[family] for family in sorted(families(settings))]
     missing = [script for script in scripts if not (sd_scripts / script).is_file()]
     if missing:
-        yield Check(FAIL, "Kohya", f"{sd_scripts} has no {', '.join(missing)}; it is not a "
-                                   "sd-scripts checkout, so fix kohya.sd_scripts")
-        return
+        return (f"{sd_scripts} has no {', '.join(missing)}; it is not a sd-scripts checkout, "
+                "so fix kohya.sd_scripts")
     python = settings.kohya.python_path()
     if shutil.which(python) is None:
-        yield Check(FAIL, "Kohya", f"kohya.python ({python}) is not an executable; create "
-                                   "Kohya's virtual environment as its README says, or set "
-                                   "kohya.python")
-        return
-    yield trainer_starts(settings, python)
-    yield accelerate(settings, python)
+        return (f"kohya.python ({python}) is not an executable; create Kohya's virtual "
+                "environment (lorad kohya install DIR does), or set kohya.python")
+    return None
 
 
 def presets(settings: Settings) -> Iterator[Check]:

@@ -24,7 +24,7 @@ from lorad.doctor.kohya import kohya, presets
 from lorad.doctor.models import models
 from lorad.doctor.notifications import notifications
 from lorad.doctor.watching import watching
-from lorad.settings import ConfigError, find_config, load_settings
+from lorad.settings import ConfigError, default_config_paths, find_config, load_settings
 
 
 def run_checks(config_path: Path | None, *, send_test: bool = False) -> Iterator[Check]:
@@ -37,8 +37,13 @@ def run_checks(config_path: Path | None, *, send_test: bool = False) -> Iterator
         yield Check(FAIL, "configuration",
                     f"{found}; fix it (the other checks need a valid configuration)")
         return
-    where = source or "the LORAD_* environment variables"
-    yield Check(OK, "configuration", f"{where} is valid")
+    if source is None:
+        looked = ", ".join(map(str, default_config_paths()))
+        yield Check(OK, "configuration", f"no configuration file (looked for {looked}): the "
+                                         "defaults and LORAD_* variables are used; `lorad init` "
+                                         "writes a file to edit")
+    else:
+        yield Check(OK, "configuration", f"{source} is valid")
     yield from folders(settings)
     yield from watching(settings)
     yield from disk_space(settings)
