@@ -19,6 +19,7 @@ from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.store import Job, JobNotFound, Store
 from lorad.views import job_summary, job_text, status_table
+from lorad.web.command import web
 
 # Long lines (paths, messages) are never broken: they are often copied and pasted.
 console = Console(soft_wrap=True)
@@ -388,6 +389,8 @@ def doctor(env: Env, send_test: bool) -> None:
             worst = "FAIL"
     sys.exit(1 if worst == "FAIL" else 0)
 
+
+main.add_command(web)
 
 if __name__ == "__main__":
     main()
