@@ -19,6 +19,7 @@ from lorad.store import Store
 from lorad.training.losslog import LossLog, read_points
 from lorad.web.app import create_app
 from lorad.web.lossplot import loss_svg
+from tests.test_systemd import unit_settings
 from tests.webprocess import WebProcess, request
 
 SECRET = "s3cret-token-for-tests"
@@ -279,3 +280,14 @@ def test_metrics_read_the_store_at_scrape_time(web_settings):
     assert 'lorad_training_last_update_timestamp_seconds{job="2",token="bob"}' in text
     assert "lorad_epochs_delivered 2.0" in text
     assert "lorad_notifications_failed 1.0" in text
+
+
+def test_the_web_unit_runs_lorad_web_with_the_daemons_folders_and_sandbox():
+    units = Path(__file__).parent.parent / "systemd"
+    web, daemon = (unit_settings(units / name) for name in ("lorad-web.service",
+                                                            "lorad.service"))
+    assert web["ExecStart"][0].endswith("lorad --config /etc/lorad/lorad.toml web")
+    for key in ("User", "ReadWritePaths", "RequiresMountsFor", "ProtectSystem", "ProtectHome",
+                "PrivateTmp", "NoNewPrivileges", "CapabilityBoundingSet"):
+        assert web[key] == daemon[key], key
+    assert "DeviceAllow" not in web and web["PrivateDevices"] == ["yes"]  # no GPU needed
