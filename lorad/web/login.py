@@ -13,7 +13,7 @@ from starlette.routing import Route
 from lorad.web.security import COOKIE
 
 if TYPE_CHECKING:
-    from lorad.web.app import Web
+    from lorad.web.site import Web
 
 SESSION_DAYS = 30
 

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from lorad.errors import RequestError
 
 if TYPE_CHECKING:
-    from lorad.web.app import Web
+    from lorad.web.site import Web
 
 MAX_ANNOUNCE_BYTES = 2 * 1024 * 1024
 

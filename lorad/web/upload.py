@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from lorad.actions import MAX_EXTRA_EPOCHS
-from lorad.dataset.image import IMAGE_EXTENSIONS
+from lorad.dataset.formats import IMAGE_EXTENSIONS
 from lorad.errors import RequestError
 from lorad.inbox.junk import is_arriving_folder, is_junk, is_junk_dir
 from lorad.inbox.lock import INBOX_LOCK
