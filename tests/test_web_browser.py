@@ -60,6 +60,36 @@ def not_reloaded(driver: Any) -> bool:
     return driver.execute_script("return window.loradMarker === 1;")
 
 
+def watch_the_training(browser: Any, web: WebProcess) -> None:
+    """The jobs page shows the training's progress change, and the job's page each epoch's
+    samples as it is delivered, without a reload."""
+    browser.get(web.url + "/")
+    browser.execute_script("window.loradMarker = 1;")
+    until(browser, lambda d: "training" in text_of(d, "#job-1 .state"), "job 1 training")
+    first = text_of(browser, "#job-1 .progress-text")
+    until(browser, lambda d: text_of(d, "#job-1 .progress-text") not in ("", first),
+          "the progress to change")
+    assert not_reloaded(browser)
+    browser.get(web.url + "/jobs/1")
+    browser.execute_script("window.loradMarker = 1;")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#epoch-2 img"),
+          "epoch 2's samples on the page")
+    assert text_of(browser, "#state") == "training" and not_reloaded(browser)
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#epoch-3.final"),
+          "epoch 3, the newest, marked as the LoRA", timeout=90)
+    until(browser, lambda d: text_of(d, "#state") == "done", "job 1 done")
+
+
+def drop_a_folder(browser: Any, web: WebProcess, folder: Path) -> None:
+    browser.get(web.url + "/drop")
+    browser.find_element(By.ID, "folder").send_keys(str(folder))
+    until(browser, lambda d: "4 files" in text_of(d, "#chosen"), "the folder chosen")
+    browser.find_element(By.ID, "epochs").send_keys("2")
+    browser.find_element(By.ID, "send").click()
+    until(browser, lambda d: "is in the inbox" in text_of(d, "#drop-result"),
+          "the folder sent: " + text_of(browser, "#drop-result"))
+
+
 def test_watch_pick_resume_and_drop_in_a_browser(tmp_path, config, fake_trainer, browser):
     fake_trainer(epoch_seconds=3.0)
     cfg = config(watch={"settle_seconds": 0.3, "rescan_seconds": 1.0})
@@ -70,25 +100,7 @@ def test_watch_pick_resume_and_drop_in_a_browser(tmp_path, config, fake_trainer,
         make_photos(photos, 4)
         (photos / "lora.toml").write_text("epochs = 3\n")
         shutil.copytree(photos, tmp_path / "inbox" / "Alice")
-
-        # The jobs page: the training's progress changes without a reload.
-        browser.get(web.url + "/")
-        browser.execute_script("window.loradMarker = 1;")
-        until(browser, lambda d: "training" in text_of(d, "#job-1 .state"), "job 1 training")
-        first = text_of(browser, "#job-1 .progress-text")
-        until(browser, lambda d: text_of(d, "#job-1 .progress-text") not in ("", first),
-              "the progress to change")
-        assert not_reloaded(browser)
-
-        # The job page: each epoch's samples appear as they are delivered, before the end.
-        browser.get(web.url + "/jobs/1")
-        browser.execute_script("window.loradMarker = 1;")
-        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#epoch-2 img"),
-              "epoch 2's samples on the page")
-        assert text_of(browser, "#state") == "training" and not_reloaded(browser)
-        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#epoch-3.final"),
-              "epoch 3, the newest, marked as the LoRA", timeout=90)
-        until(browser, lambda d: text_of(d, "#state") == "done", "job 1 done")
+        watch_the_training(browser, web)
 
         # Use epoch 2: <token>.safetensors becomes epoch 2, and the page says so.
         browser.find_element(By.ID, "pick-2").click()
@@ -102,7 +114,7 @@ def test_watch_pick_resume_and_drop_in_a_browser(tmp_path, config, fake_trainer,
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(SCREENSHOTS / "web-job.png"))
 
-        # Train 2 more from epoch 2: a follow-up job, in the list.
+        # Train 2 more from epoch 2 (the LoRA): a follow-up job, in the list.
         fake_trainer(epoch_seconds=0.2)
         epochs = browser.find_element(By.CSS_SELECTOR, "#resume-form input[name=epochs]")
         epochs.clear()
@@ -116,13 +128,7 @@ def test_watch_pick_resume_and_drop_in_a_browser(tmp_path, config, fake_trainer,
 
         # A folder dropped through the page becomes a job that finishes.
         make_photos(tmp_path / "photos" / "Bob Jones", 4, seed=7)
-        browser.get(web.url + "/drop")
-        browser.find_element(By.ID, "folder").send_keys(str(tmp_path / "photos" / "Bob Jones"))
-        until(browser, lambda d: "4 files" in text_of(d, "#chosen"), "the folder chosen")
-        browser.find_element(By.ID, "epochs").send_keys("2")
-        browser.find_element(By.ID, "send").click()
-        until(browser, lambda d: "is in the inbox" in text_of(d, "#drop-result"),
-              "the folder sent: " + text_of(browser, "#drop-result"))
+        drop_a_folder(browser, web, tmp_path / "photos" / "Bob Jones")
         browser.get(web.url + "/?state=done")
         until(browser, lambda d: "bob_jones" in text_of(d, "#jobs"), "bob_jones done",
               timeout=120)

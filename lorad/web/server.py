@@ -28,8 +28,6 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     port = port or settings.web.port
     check_address(settings, host)
     logs.setup(settings.log_level)
-    if not settings.inbox.is_dir():
-        raise CannotStart(f"the inbox {settings.inbox} does not exist (is lorad run started?)")
     for path in remove_leftovers(settings.inbox):
         log.info("removed %s, a folder an earlier lorad web left half sent", path)
     app = create_app(settings)

@@ -116,6 +116,9 @@ class Uploads:
         subject = self.subject(token, model, epochs, SUBJECT_FILE in sizes)
         self.check_name(name, subject.get("token"))
         self.check_limits(sizes)
+        if not self.settings.inbox.is_dir():
+            raise RequestError(f"the inbox {self.settings.inbox} does not exist (lorad run "
+                               "creates it)")
         upload_id = secrets.token_hex(8)
         hidden = self.settings.inbox / f"{HIDDEN_PREFIX}{upload_id}"
         hidden.mkdir()
@@ -207,7 +210,9 @@ class Uploads:
 
 def remove_leftovers(inbox: Path) -> list[Path]:
     """Hidden upload folders an earlier web process left (killed mid-upload), over an hour old."""
-    removed = []
+    removed: list[Path] = []
+    if not inbox.is_dir():
+        return removed
     for path in inbox.glob(f"{HIDDEN_PREFIX}*"):
         try:
             old = time.time() - path.lstat().st_mtime > ABANDONED_SECONDS
