@@ -16,9 +16,10 @@ from rich.markup import escape
 from lorad import actions
 from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
-from lorad.setup.commands import init, kohya
+from lorad.setup.commands import doctor, init, kohya
 from lorad.store import Job, JobNotFound, Store
 from lorad.views import job_summary, job_text, ordered, print_status
+from lorad.web.command import web
 
 # Long lines (paths, messages) are never broken: they are often copied and pasted.
 console = Console(soft_wrap=True)
@@ -372,31 +373,10 @@ def prepare(env: Env, subject_dir: Path, out: Path, token: str | None, no_captio
     sys.exit(0 if result.usable else 1)
 
 
-@main.command()
-@click.option("--send-test", is_flag=True, help="also send a test notification")
-@pass_env
-def doctor(env: Env, send_test: bool) -> None:
-    """Check the configuration and the machine; exit 1 if anything fails.
-
-    \b
-    Example:
-      lorad doctor --send-test
-    """
-    from lorad.doctor.run import run_checks
-
-    colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
-    worst = "OK"
-    for check in run_checks(env.config, send_test=send_test):
-        # One line per check, never wrapped (messages name keys like [models.sd15]: no markup).
-        console.print(f"[{colours[check.status]}]{check.status:4}[/] {escape(check.name)}: "
-                      f"{escape(check.message)}", highlight=False, soft_wrap=True)
-        if check.status == "FAIL":
-            worst = "FAIL"
-    sys.exit(1 if worst == "FAIL" else 0)
-
-
 main.add_command(init)
+main.add_command(doctor)
 main.add_command(kohya)
+main.add_command(web)
 
 if __name__ == "__main__":
     main()

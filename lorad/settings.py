@@ -194,6 +194,20 @@ class ScoreSettings(Section):
         return self.samples_per_prompt or (4 if self.enabled else 1)
 
 
+class WebSettings(Section):
+    host: str = Field("127.0.0.1", description="lorad web listens here (--host overrides)")
+    port: int = Field(8765, ge=1, le=65535)
+    token: str = Field("", description="a secret for Authorization: Bearer and the login form")
+    password: str = Field("", description="a password for the login form (and Bearer)")
+    max_files: int = Field(200, ge=1, description="files in one folder dropped through the page")
+    max_file_mb: float = Field(50.0, gt=0, description="the largest such file")
+    max_upload_mb: float = Field(2000.0, gt=0, description="one such folder in all")
+
+    @property
+    def secrets(self) -> list[str]:
+        return [secret for secret in (self.token, self.password) if secret]
+
+
 class Settings(BaseSettings):
     """Everything the daemon reads from lorad.toml (and LORAD_* variables)."""
 
@@ -219,6 +233,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     deliver: DeliverSettings = Field(default_factory=DeliverSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(

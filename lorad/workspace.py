@@ -7,6 +7,7 @@ work/<id>/train/run-NN/      one Kohya output folder per run (epochs, -state fol
 work/<id>/epochs/            every finished epoch, harvested from the runs under its real number
 work/<id>/samples/           every sample image, renamed after its real epoch and step
 work/<id>/train.log          everything Kohya printed, all runs
+work/<id>/loss.jsonl         the loss per step, at most a point a second (the web page's curve)
 <outbox>/<token>/            what a person takes away
 """
 
@@ -76,6 +77,10 @@ class JobPaths:
     @property
     def train_log(self) -> Path:
         return self.root / "train.log"
+
+    @property
+    def loss_log(self) -> Path:
+        return self.root / "loss.jsonl"
 
 
 def epoch_file_name(token: str, epoch: int) -> str:

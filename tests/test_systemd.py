@@ -243,7 +243,7 @@ def test_the_system_unit_is_sandboxed_but_sees_the_gpu():
 
 
 @pytest.mark.parametrize("name", ["lorad.service", "lorad-user.service",
-                                  "lorad-nvidia-nodes.service"])
+                                  "lorad-nvidia-nodes.service", "lorad-web.service"])
 def test_the_units_pass_systemd_analyze_verify(name, tmp_path):
     """The syntax check. verify fails when ExecStart's program does not exist, so the copy that
     is checked runs an executable that does (this python) with the same arguments; it does not

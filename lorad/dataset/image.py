@@ -33,11 +33,6 @@ from lorad.system.fsutil import atomic_write_with
 # once, instead of every worker process loading it on its first phash.
 pillow_heif.register_heif_opener()
 
-# Extensions listed as photos (compared in lower case). Pillow decides the real format by content.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".avif",
-     ".gif", ".heic", ".heif", ".hif"}
-)
 # The only decoders Pillow may use: anything else (EPS, PSD, ICO...) is "not an image" here.
 # (MPO, a JPEG with a second picture, comes through the JPEG opener.)
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "AVIF", "GIF", "HEIF")

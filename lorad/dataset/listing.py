@@ -17,7 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lorad.captioning.text import apply_prefix
-from lorad.dataset.image import IMAGE_EXTENSIONS, ImageVerdict
+from lorad.dataset.formats import IMAGE_EXTENSIONS
+from lorad.dataset.image import ImageVerdict
 from lorad.inbox.junk import is_junk, is_junk_dir
 from lorad.subject import SUBJECT_FILE
 

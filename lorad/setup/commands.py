@@ -1,5 +1,5 @@
-"""The commands of a first start, `lorad init` and `lorad kohya install`: parsing and printing
-over lorad.setup.init and lorad.training.kohya.install."""
+"""The commands of a first start, `lorad init`, `lorad kohya install` and `lorad doctor`: parsing
+and printing over lorad.setup.init, lorad.training.kohya.install and lorad.doctor."""
 
 from __future__ import annotations
 
@@ -82,3 +82,30 @@ def install(folder: Path, ref: str, repo: str, torch_spec: str, write_config: Pa
     write_config.write_text(text)
     click.echo(f"set [kohya] sd_scripts and python in {write_config}; reload a running lorad "
                "(SIGHUP, systemctl reload lorad) and its waiting jobs train")
+
+
+@click.command()
+@click.option("--send-test", is_flag=True, help="also send a test notification")
+@click.pass_context
+def doctor(ctx: click.Context, send_test: bool) -> None:
+    """Check the configuration and the machine; exit 1 if anything fails.
+
+    \b
+    Example:
+      lorad doctor --send-test
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from lorad.doctor.run import run_checks
+
+    console = Console(soft_wrap=True)
+    colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
+    worst = "OK"
+    for check in run_checks(ctx.find_root().obj.config, send_test=send_test):
+        # One line per check, never wrapped (messages name keys like [models.sd15]: no markup).
+        console.print(f"[{colours[check.status]}]{check.status:4}[/] {escape(check.name)}: "
+                      f"{escape(check.message)}", highlight=False, soft_wrap=True)
+        if check.status == "FAIL":
+            worst = "FAIL"
+    sys.exit(1 if worst == "FAIL" else 0)

@@ -41,6 +41,7 @@ from lorad.training.kohya.failures import Failure, classify
 from lorad.training.kohya.ladder import describe_tried, next_step
 from lorad.training.kohya.progress import Progress, ProgressTracker
 from lorad.training.kohya.supervisor import RunControl, RunOutcome, supervise
+from lorad.training.losslog import LossLog
 from lorad.training.watch import EpochWatcher
 from lorad.workspace import epoch_file_name
 
@@ -241,6 +242,7 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
     store = ctx.store
     span = max(1, train["target"] - train["start_epoch"])
     done_before = plan.first_epoch - 1 - train["start_epoch"]
+    losses = LossLog(ctx.paths(job).loss_log)
 
     def on_progress(progress: Progress) -> None:
         real_epoch = plan.offset + progress.epoch if progress.epoch else plan.first_epoch
@@ -252,6 +254,7 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
         if progress.steps_per_epoch and not run_info.get("steps_per_epoch"):
             run_info["steps_per_epoch"] = int(progress.steps_per_epoch)
         store.set_progress(job.id, fraction, text, train=train)
+        losses.record(progress.step, real_epoch, progress.loss)
 
     control = RunControl(on_progress=on_progress,
                          cancelled=lambda: store.cancel_requested(job.id),
