@@ -247,7 +247,7 @@ def test_a_folder_removed_while_settling_is_forgotten(watch):
     for path in folder.iterdir():
         path.unlink()
     folder.rmdir()
-    watch.box._nudge()  # what the observer does on the folder's removal
+    watch.box.nudge()  # what the observer does on the folder's removal
     assert watch.wait(SETTLE) == []
     assert watch.box.candidates == {}
 
@@ -276,7 +276,7 @@ def test_hidden_and_temporary_folders_are_still_arriving(watch, name):
     folder = watch.folder(name)
     assert watch.wait(3 * SETTLE) == []
     folder.rename(watch.inbox / "alice")  # the download or copy finishes with a rename
-    watch.box._nudge()
+    watch.box.nudge()
     assert watch.wait(SETTLE) == ["alice"]
 
 
@@ -391,7 +391,7 @@ def test_a_top_level_link_to_a_folder_inside_the_inbox_is_taken_as_that_folder(w
     # The linked folder is offered by its real path, the one that is moved.
     watch.folder("bob")
     (watch.inbox / "bobby").symlink_to("bob")
-    watch.box._nudge()
+    watch.box.nudge()
     paths = []
     for _ in range(int(SETTLE / CHECK_INTERVAL) + 2):
         watch.clock.now += CHECK_INTERVAL
@@ -406,7 +406,7 @@ def test_idle_the_watcher_sleeps_until_the_next_rescan(watch):
     watch.poll()
     assert watch.box.next_check_in() == pytest.approx(30.0)
     watch.folder("alice")
-    watch.box._nudge()
+    watch.box.nudge()
     watch.poll()
     assert watch.box.next_check_in() == CHECK_INTERVAL
 

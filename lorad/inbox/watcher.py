@@ -189,12 +189,13 @@ class Inbox:
         return mode
 
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
-        observer.schedule(_Nudge(self._nudge), str(self.inbox), recursive=False)
+        observer.schedule(_Nudge(self.nudge), str(self.inbox), recursive=False)
         observer.daemon = True
         observer.start()
         return observer
 
-    def _nudge(self, event: FileSystemEvent | None = None) -> None:
+    def nudge(self, event: FileSystemEvent | None = None) -> None:
+        """Something in the inbox changed (the observer's call, or anyone's): look again soon."""
         if (event is not None and event.event_type == "deleted"
                 and os.fsdecode(event.src_path) == str(self.inbox)):
             self._watch_lost.set()  # the watch went with the folder
