@@ -160,7 +160,7 @@ def status_table(jobs: list[Job], width: int = 120) -> Table:
                                 width=20 if wide else 8) if running \
             else ""
         detail = job.error.splitlines()[0] if job.error else (
-            job.progress_text if running else "")
+            job.progress_text if running or job.state == "queued" else "")
         if job.state == "training":
             epochs, _ = outbox_epochs(job)
             detail += f" · in the outbox: epochs {span(epochs)}" if epochs else ""
@@ -182,8 +182,10 @@ def kind_text(job: Job) -> str:
 def job_text(found: Job, events: list[Event], notes: list[dict[str, Any]]) -> str:
     """`lorad show`: the job, its training, its outbox folder's epochs and which one is the
     LoRA, its events and its notifications (rich markup)."""
-    # A job that is not running has no speed and no ETA, whatever an older lorad left stored.
-    running = escape(f" {found.progress_text}") if is_running(found) else ""
+    # A job that is not running has no speed and no ETA, whatever an older lorad left stored; a
+    # queued one may say why it waits ("waiting for training: kohya.sd_scripts ...").
+    shown = is_running(found) or found.state == "queued"
+    running = escape(f" {found.progress_text}") if shown and found.progress_text else ""
     lines = [f"[bold]job {found.id}[/bold] {escape(found.name)}  ({escape(kind_text(found))})",
              escape(f"  token {found.token}  model {found.model}  state {found.state}  stage "
                     f"{found.stage}"),

@@ -72,7 +72,9 @@ def test_a_second_daemon_on_the_same_inbox_refuses_to_start_naming_the_first(tmp
         assert first.stop() == 0
     print(f"the second daemon refused in {refused_in:.2f} s")
     assert second.returncode == 1
-    [line] = second.stderr.strip().splitlines()
+    # After the lines that say which configuration and folders it uses, one line says why not.
+    assert "Traceback" not in second.stderr
+    line = second.stderr.strip().splitlines()[-1]
     assert f"pid {first.proc.pid}, state_dir {tmp_path / 'state'}" in line
     assert f"already watching the inbox {tmp_path / 'inbox'}" in line
     assert [j["name"] for j in jobs] == ["alice"]
