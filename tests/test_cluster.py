@@ -4,6 +4,7 @@ from which epoch. One cluster serves the whole module; the test that removes a n
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -198,6 +199,24 @@ def test_a_job_needing_a_resource_no_node_has_waits_and_says_why(cluster_ctx, fa
     assert ctx.store.get(job_id).state == "cancelled"
 
 
+def test_doctor_lists_the_nodes_and_names_each_problem_on_each_node(cluster_ctx, tmp_path):
+    from lorad.doctor.cluster import cluster as cluster_checks
+
+    header = json.dumps({"cond_stage_model.transformer.w": {
+        "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    sd15 = tmp_path / "models" / "base-sd15.safetensors"
+    sd15.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    ctx = cluster_ctx(models={"sdxl": {"resources": {"vram_24gb": 1}}})
+    lines = list(cluster_checks(ctx.settings))
+    nodes = [c for c in lines if c.name.startswith("node ") and "GPU(s)" in c.message]
+    assert len(nodes) == 4 and sum("1 GPU(s)" in c.message for c in nodes) == 3
+    assert [(c.status, c.name) for c in lines if c.name == "models.sdxl"] == [
+        ("FAIL", "models.sdxl")]
+    probed = [c for c in lines if c.name.startswith("node ") and "GPU(s)" not in c.message]
+    assert len(probed) == 3  # one per GPU node: the SDXL file is no safetensors file anywhere
+    assert all(c.status == "FAIL" and "base-sdxl.safetensors" in c.message for c in probed)
+
+
 def test_a_lost_node_costs_only_the_epoch_in_progress(cluster, cluster_ctx, fake_trainer):
     control = fake_trainer(epoch_seconds=3.0)
     ctx = cluster_ctx()
@@ -225,3 +244,4 @@ def test_a_lost_node_costs_only_the_epoch_in_progress(cluster, cluster_ctx, fake
     lost = [m for m in events(ctx, job_id) if "was lost" in m]
     assert lost and "continues on another machine from epoch 1" in lost[0]
     assert job.train["runs"][1]["where"] != where
+

@@ -258,8 +258,8 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
         fraction = (real_epoch - 1 - train["start_epoch"] + within) / span
         fraction = max(fraction, done_before / span)
         text = progress.describe(epoch_offset=plan.offset, epochs_total=train["target"])
-        if current and not current[0].placed:  # e.g. "waiting for a free GPU in the cluster"
-            text = current[0].where
+        if current and not current[0].placed:  # e.g. "waiting for a free place in the cluster"
+            text = run_info.get("where") or text
         train["progress"] = progress.as_dict()
         if progress.steps_per_epoch and not run_info.get("steps_per_epoch"):
             run_info["steps_per_epoch"] = int(progress.steps_per_epoch)
@@ -274,11 +274,11 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
         return current[0]
 
     def on_progress(progress: Progress) -> None:
-        if current and current[0].where != run_info.get("where"):
-            run_info["where"] = current[0].where
+        where, placed = (current[0].where, current[0].placed) if current else ("", False)
+        if current and where != run_info.get("where"):
+            run_info["where"] = where
             if gpu == ANY_GPU:  # the executor placed it (or says why it waits)
-                verb = "runs on" if current[0].placed else "is"
-                store.event(job.id, f"run {plan.number} {verb} {current[0].where}")
+                store.event(job.id, f"run {plan.number} {'runs on' if placed else 'is'} {where}")
         report(progress)
 
     control = RunControl(on_progress=on_progress,
