@@ -158,6 +158,22 @@ class ModelSettings(Section):
     path: str = Field(description="a .safetensors/.ckpt file, a diffusers folder or a hub name")
     family: Literal["sd15", "sdxl"]
     preset: Path | None = Field(None, description="a kohya_ss GUI JSON for this base model")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="on a cluster: the custom resources a node needs to train this model",
+    )
+
+
+class ClusterSettings(Section):
+    """[cluster]: with engine = "ray", trainings run on a Ray cluster instead of this machine's
+    GPUs (`gpus`); "local" (the default) trains on this machine."""
+
+    engine: Literal["local", "ray"] = "local"
+    address: str = Field("auto", description='"auto", "host:6379" or "ray://host:10001"')
+    ship: Literal["auto", "always"] = Field(
+        "auto", description="auto: no copies to a node that sees the coordinator's files"
+    )
+    scratch_dir: str = Field("", description="each node's folder for copies; empty: its temp")
 
 
 class NotifySettings(Section):
@@ -234,6 +250,7 @@ class Settings(BaseSettings):
     deliver: DeliverSettings = Field(default_factory=DeliverSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @classmethod
     def settings_customise_sources(

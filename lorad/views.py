@@ -50,13 +50,22 @@ def span(numbers: list[int]) -> str:
     return ", ".join(parts)
 
 
+def where(job: Job) -> str | None:
+    """Where the job's running (or last) training run runs: "GPU 0", a cluster's node."""
+    runs = job.train.get("runs") or []
+    if not runs:
+        return None
+    return runs[-1].get("where") or (f"GPU {runs[-1]['gpu']}" if runs[-1].get("gpu", -1) >= 0
+                                     else None)
+
+
 def job_summary(job: Job) -> dict[str, Any]:
     epochs, m = outbox_epochs(job)
     return {"id": job.id, "name": job.name, "token": job.token, "model": job.model,
             "kind": job.kind, "parent": job.parent_id, "state": job.state, "stage": job.stage,
             "progress": round(job.progress, 4), "progress_text": job.progress_text,
             "age_seconds": round(time.time() - job.created_at, 1), "error": job.error,
-            "outbox": job.outbox_dir, "epochs": epochs,
+            "outbox": job.outbox_dir, "epochs": epochs, "where": where(job),
             "final_epoch": m.final.epoch if m and m.final else None,
             "final_how": m.final.how if m and m.final else None,
             "suggestion": m.suggestion.model_dump() if m and m.suggestion else None}
@@ -164,6 +173,8 @@ def status_table(jobs: list[Job], width: int = 120) -> Table:
         if job.state == "training":
             epochs, _ = outbox_epochs(job)
             detail += f" · in the outbox: epochs {span(epochs)}" if epochs else ""
+            placed = where(job)
+            detail += f" · on {placed}" if placed and placed != job.progress_text else ""
         # Names, errors and progress are text, never markup: "[train]" and "[/old]" show as typed.
         table.add_row(str(job.id), _cell(job.token or job.name),
                       Text(job.state, style=COLOURS.get(job.state, "cyan")), job.stage, bar,
@@ -198,7 +209,8 @@ def job_text(found: Job, events: list[Event], notes: list[dict[str, Any]]) -> st
             lines.append(escape(f"  {label} {value}"))
     train = found.train
     if train.get("runs"):
-        lines.append(f"  training: {len(train['runs'])} run(s), epochs up to {train['target']}")
+        lines.append(f"  training: {len(train['runs'])} run(s), epochs up to {train['target']}"
+                     + escape(f", the last on {where(found)}" if where(found) else ""))
     epochs, m = outbox_epochs(found)
     if m is not None and m.epochs:
         lines.append(escape(f"  epochs in the outbox: {span(sorted(m.epochs))} (this job's: "

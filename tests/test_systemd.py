@@ -242,8 +242,19 @@ def test_the_system_unit_is_sandboxed_but_sees_the_gpu():
     assert "PrivateDevices" not in unit  # it would hide the GPU
 
 
+def test_the_ray_worker_unit_joins_the_head_and_takes_its_trainers_down_with_it():
+    unit = unit_settings(UNITS / "lorad-ray-worker.service")
+    assert unit["ExecStart"][0].endswith("ray start --block --address=${LORAD_RAY_HEAD}")
+    assert unit["ExecStop"][0].endswith("ray stop")
+    assert any(e.startswith("LORAD_RAY_HEAD=") for e in unit["Environment"])
+    for key, value in (("User", "lorad"), ("KillMode", "control-group"),
+                       ("Restart", "on-failure"), ("NoNewPrivileges", "yes")):
+        assert unit.get(key) == [value], key
+
+
 @pytest.mark.parametrize("name", ["lorad.service", "lorad-user.service",
-                                  "lorad-nvidia-nodes.service", "lorad-web.service"])
+                                  "lorad-nvidia-nodes.service", "lorad-web.service",
+                                  "lorad-ray-worker.service"])
 def test_the_units_pass_systemd_analyze_verify(name, tmp_path):
     """The syntax check. verify fails when ExecStart's program does not exist, so the copy that
     is checked runs an executable that does (this python) with the same arguments; it does not
@@ -253,7 +264,8 @@ def test_the_units_pass_systemd_analyze_verify(name, tmp_path):
         pytest.skip("systemd-analyze is not installed (Debian/Ubuntu: apt-get install systemd), "
                     "so the unit files' syntax is not checked")
     text = (UNITS / name).read_text()
-    text = re.sub(r"^ExecStart=\S+", f"ExecStart={sys.executable}", text, flags=re.MULTILINE)
+    text = re.sub(r"^(ExecStart|ExecStop)=\S+", rf"\1={sys.executable}", text,
+                  flags=re.MULTILINE)
     unit = tmp_path / name
     unit.write_text(text)
     runtime = tmp_path / "runtime"  # --user needs a runtime folder of its own

@@ -16,6 +16,7 @@ from concurrent.futures import wait as wait_for_futures
 from pathlib import Path
 from typing import Any
 
+from lorad.cluster import make_executor
 from lorad.context import Context
 from lorad.daemon import readiness, reload
 from lorad.daemon.outcome import announce
@@ -81,9 +82,11 @@ class Daemon:
                 log.info("removed %s, half-written when lorad was stopped hard", path)
         store = Store(settings.db_path)
         self.ctx = ctx = Context(settings, store, self.stopping)
+        ctx.executor = make_executor(settings, store)  # may connect to a cluster
         self.scheduler = Scheduler(ctx, settings.gpus, self.wake)
         self.assess_training()
         children.reap_orphans(store)
+        ctx.executor.recover()
         claim.recover_claims(ctx)
         refuse.recover_rejections(ctx)
         for job in store.recover():

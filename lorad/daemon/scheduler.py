@@ -22,6 +22,7 @@ from lorad.store import Job
 from lorad.system import children
 from lorad.system.logs import for_job
 from lorad.training import stage as train
+from lorad.training.executor import ANY_GPU
 
 Slot = int | str | None  # a GPU slot holds nothing, a training's job id, or "caption"
 
@@ -32,6 +33,8 @@ class Scheduler:
         self.wake = wake
         self.busy: dict[int, str] = {}
         self.slots: dict[int, Slot] = {gpu: None for gpu in gpus}
+        # Where trainings run: this machine's GPU slots, or an executor that queues them itself.
+        self.executor = train.executor_of(ctx)
         self.captioner: threading.Thread | None = None
         self.threads: list[threading.Thread] = []
         self.guard = threading.Lock()
@@ -45,18 +48,28 @@ class Scheduler:
         store = self.ctx.store
         for job in store.waiting("prepare"):
             self.submit(job, "prepare", prepare.run)
-        trainable = iter(self.trainable())
+        self.dispatch_trainings()
+        self.dispatch_captions()
+        for job in store.waiting("deliver"):
+            self.submit(job, "deliver", deliver.run)
+
+    def dispatch_trainings(self) -> None:
+        """One training per free GPU slot; with an executor that has no slots (a cluster), every
+        waiting training starts and waits in the executor for a place. A training that cannot
+        start (no Kohya, no base model) waits, saying why."""
+        waiting = iter(self.trainable())
+        if self.executor.slots is None:
+            for job in waiting:
+                self.start(job, "train", train.run, ANY_GPU, release=self.wake.set)
+            return
         for gpu, holder in self.slots.items():
-            if holder is not None:
+            if holder is not None or gpu not in self.executor.slots:
                 continue
-            job = next(trainable, None)
+            job = next(waiting, None)
             if job is None:
                 break
             self.slots[gpu] = job.id
             self.start(job, "train", train.run, gpu, release=lambda g=gpu: self.free(g))
-        self.dispatch_captions()
-        for job in store.waiting("deliver"):
-            self.submit(job, "deliver", deliver.run)
 
     def trainable(self) -> list[Job]:
         """The jobs waiting for a GPU slot whose training can start now; each of the others is

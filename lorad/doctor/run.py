@@ -7,7 +7,7 @@ test notification is asked for. Checks are generators so that the command prints
 each line as soon as it is known (starting Kohya's trainer takes a while).
 
 The checks live in one module per kind of finding (folders, watching, disk, kohya, models, blip,
-gpus, notifications); this module holds their order.
+gpus, cluster, notifications); this module holds their order.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lorad.doctor.blip import blip
 from lorad.doctor.check import FAIL, OK, Check
+from lorad.doctor.cluster import cluster
 from lorad.doctor.disk import disk_space
 from lorad.doctor.folders import folders
 from lorad.doctor.gpus import cpu_training, gpus, uvm_device
@@ -58,4 +59,5 @@ def run_checks(config_path: Path | None, *, send_test: bool = False) -> Iterator
     uvm = uvm_device()
     if uvm is not None:
         yield uvm
+    yield from cluster(settings)
     yield from notifications(settings, send_test)

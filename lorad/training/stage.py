@@ -22,9 +22,8 @@ from lorad.store import Job
 from lorad.subject import subject_of
 from lorad.system.children import child_env
 from lorad.system.fsutil import atomic_write_text
-from lorad.system.gpus import any_visible, bf16_supported
 from lorad.training.epochs import harvest, last_epoch, saved_states
-from lorad.training.executor import LocalExecutor, TrainingRun
+from lorad.training.executor import ANY_GPU, Executor, LocalExecutor, TrainingRun
 from lorad.training.followup import seed_followup
 from lorad.training.kohya.command import (
     BaseArgs,
@@ -47,6 +46,9 @@ from lorad.workspace import epoch_file_name
 
 # Failures that are the same on every try: the settings, the base model, the script, the data.
 NOT_RETRIED = ("missing_model", "missing_script", "bad_args", "refused", "no_data", "disk_full")
+# Machines lost under one job (a cluster's nodes) before it fails: they are no trainer's fault,
+# but a job that loses every machine it lands on should not go round for ever.
+MAX_LOST_MACHINES = 10
 
 
 class Interrupted(Exception):
@@ -74,10 +76,19 @@ class Plan:
 
 
 # ---- planning a run -------------------------------------------------------------------------
+def executor_of(ctx: Context) -> Executor:
+    return ctx.executor or LocalExecutor(ctx.store, ctx.settings.gpus)
+
+
+def place_of(gpu: int) -> str:
+    return "the cluster" if gpu == ANY_GPU else f"GPU {gpu}"
+
+
 def job_base(ctx: Context, job: Job, gpu: int) -> BaseArgs:
     """The job's arguments from the presets and its subject, and the presets' notes."""
+    visible, bf16 = executor_of(ctx).gpu_facts(gpu)
     try:
-        return base_args(ctx.settings, subject_of(job), bf16_supported(gpu), any_visible())
+        return base_args(ctx.settings, subject_of(job), bf16, visible)
     except CommandError as error:
         raise StageFailed(str(error)) from None
 
@@ -193,8 +204,8 @@ def run(ctx: Context, job: Job, gpu: int) -> None:
                     "samples_per_prompt": per_prompt, "started": time.time()}
         train.setdefault("runs", []).append(run_info)
         store.update(job.id, train=train, gpu=gpu)
-        store.event(job.id, plan.describe() + f" on GPU {gpu}")
-        log.info("%s on GPU %d", plan.describe(), gpu)
+        store.event(job.id, f"{plan.describe()} on {place_of(gpu)}")
+        log.info("%s on %s", plan.describe(), place_of(gpu))
         if plan.number == 1:
             record_notes(ctx, job, plan.notes)
         with EpochWatcher(ctx, job, train, run_info):
@@ -208,6 +219,9 @@ def run(ctx: Context, job: Job, gpu: int) -> None:
             raise Cancelled("training cancelled; the finished epochs are kept")
         if outcome.ended == "interrupted":
             raise Interrupted("the daemon is stopping")
+        if outcome.lost:
+            _machine_lost(ctx, job, train, run_info, outcome.lost)
+            continue
         failure = _failure(ctx, job, plan, outcome, corrupt)
         if failure is None:
             continue
@@ -243,18 +257,38 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
     span = max(1, train["target"] - train["start_epoch"])
     done_before = plan.first_epoch - 1 - train["start_epoch"]
     losses = LossLog(ctx.paths(job).loss_log)
+    executor = executor_of(ctx)
+    current: list[TrainingRun] = []
 
-    def on_progress(progress: Progress) -> None:
+    def report(progress: Progress) -> None:
         real_epoch = plan.offset + progress.epoch if progress.epoch else plan.first_epoch
         within = progress.epoch_fraction
         fraction = (real_epoch - 1 - train["start_epoch"] + within) / span
         fraction = max(fraction, done_before / span)
         text = progress.describe(epoch_offset=plan.offset, epochs_total=train["target"])
+        if current and not current[0].placed:  # e.g. "waiting for a free place in the cluster"
+            text = run_info.get("where") or text
         train["progress"] = progress.as_dict()
         if progress.steps_per_epoch and not run_info.get("steps_per_epoch"):
             run_info["steps_per_epoch"] = int(progress.steps_per_epoch)
         store.set_progress(job.id, fraction, text, train=train)
         losses.record(progress.step, real_epoch, progress.loss)
+
+    header = (f"=== lorad job {job.id} {plan.describe()} at "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n" + " \\\n  ".join(plan.argv))
+
+    def start() -> TrainingRun:
+        current.append(executor.start(job.id, plan.argv, cwd=ctx.settings.kohya.sd_scripts,
+                                      env=child_env(ctx.settings.kohya.env), gpu=gpu))
+        return current[0]
+
+    def on_progress(progress: Progress) -> None:
+        where, placed = (current[0].where, current[0].placed) if current else ("", False)
+        if current and where != run_info.get("where"):
+            run_info["where"] = where
+            if gpu == ANY_GPU:  # the executor placed it (or says why it waits)
+                store.event(job.id, f"run {plan.number} {'runs on' if placed else 'is'} {where}")
+        report(progress)
 
     control = RunControl(on_progress=on_progress,
                          cancelled=lambda: store.cancel_requested(job.id),
@@ -262,14 +296,6 @@ def _supervise(ctx: Context, job: Job, plan: Plan, gpu: int, train: dict[str, An
                          stall_seconds=ctx.settings.kohya.stall_minutes * 60,
                          grace_seconds=ctx.settings.kohya.stop_grace_seconds,
                          say=lambda line: _tell(ctx, job, line), epoch_offset=plan.offset)
-    header = (f"=== lorad job {job.id} {plan.describe()} at "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n" + " \\\n  ".join(plan.argv))
-    executor = ctx.executor or LocalExecutor(store)
-
-    def start() -> TrainingRun:
-        return executor.start(job.id, plan.argv, cwd=ctx.settings.kohya.sd_scripts,
-                              env=child_env(ctx.settings.kohya.env), gpu=gpu)
-
     return supervise(start, log_path=ctx.paths(job).train_log, header=header, control=control,
                      tracker=ProgressTracker())
 
@@ -292,12 +318,30 @@ def _failure(ctx: Context, job: Job, plan: Plan, outcome: RunOutcome, corrupt: l
     return classify(outcome.tail, outcome.exit_code, wrote, outcome.training_started)
 
 
+def _machine_lost(ctx: Context, job: Job, train: dict[str, Any], run_info: dict[str, Any],
+                  why: str) -> None:
+    """The machine under a run was lost: no attempt is counted; the next run continues from
+    the newest epoch that reached this machine, wherever the executor places it."""
+    lost = train.get("machines_lost", 0) + 1
+    train["machines_lost"] = lost
+    run_info["lost"] = why
+    ctx.store.update(job.id, train=train)
+    if lost > MAX_LOST_MACHINES:
+        raise StageFailed(f"{why}; {lost} machines were lost under this job, so it stops here "
+                          f"(lorad retry {job.id} continues it from its newest epoch)")
+    newest = last_epoch(ctx, job)
+    origin = f"from epoch {newest}" if newest else "from the start"
+    ctx.store.event(job.id, f"{why}; run {run_info['number']} continues on another machine "
+                            f"{origin} (not counted as a trainer failure)", level="warning")
+    ctx.log(job).warning("%s; continuing %s on another machine", why, origin)
+
+
 def _recover(ctx: Context, job: Job, gpu: int, train: dict[str, Any], failure: Failure) -> None:
     """Decide what the next run changes, or fail the stage with everything that was tried."""
     store, log = ctx.store, ctx.log(job)
     if failure.kind == "oom":
         args = current_args(ctx, job, gpu, train)
-        step = next_step(args, bf16_supported(gpu))
+        step = next_step(args, executor_of(ctx).gpu_facts(gpu)[1])
         if step is None:
             tried = describe_tried(train["ladder"]) if train["ladder"] else "nothing left to try"
             raise StageFailed(f"out of GPU memory; already tried: {tried}. A GPU with more "

@@ -33,6 +33,7 @@ class RunOutcome:
     seconds: float
     checkpoints: int
     training_started: bool = False  # Kohya printed "running training": its checks had passed
+    lost: str | None = None  # the machine it ran on was lost (why): not the trainer's failure
 
 
 @dataclass
@@ -140,7 +141,8 @@ def supervise(start: Callable[[], TrainingRun], *, log_path: Path, header: str,
         log.close()
     control.on_progress(tracker.snapshot())
     return RunOutcome(ended, exit_code, "\n".join(reader.tail), tracker.snapshot(),
-                      time.monotonic() - started, tracker.checkpoints, tracker.training_started)
+                      time.monotonic() - started, tracker.checkpoints, tracker.training_started,
+                      run.lost)
 
 
 def _follow(run: TrainingRun, reader: _Reader, control: RunControl) -> str:
@@ -153,6 +155,8 @@ def _follow(run: TrainingRun, reader: _Reader, control: RunControl) -> str:
         if chunk is not None:
             reader.take(chunk)
         now = time.monotonic()
+        if not run.placed:  # waiting for a place to run: its silence is no stall
+            reader.last_output = now
         if now - last_report >= PROGRESS_INTERVAL:
             last_report = now
             control.on_progress(reader.tracker.snapshot())
