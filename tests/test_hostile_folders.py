@@ -122,8 +122,17 @@ def test_a_folder_with_too_many_entries_is_refused(ctx, monkeypatch):
     assert refused_folder(ctx, job_id).is_dir()
 
 
-def test_the_work_area_and_temps_are_walked_at_any_depth(tmp_path):
+@pytest.fixture
+def deep_place(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path, emptied afterwards without recursion (pytest's own cleanup recurses)."""
+    yield tmp_path
+    for path in tmp_path.iterdir():
+        remove_tree(path)
+
+
+def test_the_work_area_and_temps_are_walked_at_any_depth(deep_place):
     """remove_stale_temps (every start), listing, copying and removing never recurse."""
+    tmp_path = deep_place
     work = tmp_path / "work"
     deep = nest(work / "000001" / "source", 1000)
     (deep / f"{TEMP_PREFIX}{os.getpid()}-x").write_text("half-written")
@@ -134,7 +143,6 @@ def test_the_work_area_and_temps_are_walked_at_any_depth(tmp_path):
     assert tree(tmp_path / "copy") == tree(work / "000001")
     remove_tree(work)
     assert not work.exists()
-    remove_tree(tmp_path / "copy")
 
 
 def special_files(folder: Path) -> None:
