@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from lorad.errors import RequestError
 from lorad.settings import ConfigError, Settings, load_settings
 from lorad.setup.commands import doctor, init, kohya
 from lorad.store import Job, JobNotFound, Store
+from lorad.store.commands import db
+from lorad.store.damage import damage_line, is_damage
 from lorad.views import job_summary, job_text, ordered, print_status
 from lorad.web.command import web
 
@@ -88,6 +91,15 @@ class _Group(click.Group):
         if cmd.help and any(param.name == "job" for param in cmd.params):  # before the example
             cmd.help = cmd.help.replace("\n\n    \b\n", f"\n\n    {JOB_HELP}\n\n    \b\n", 1)
         super().add_command(cmd, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """A damaged database is said in one line, with what to do, never as a traceback."""
+        try:
+            return super().invoke(ctx)
+        except sqlite3.DatabaseError as error:
+            if not is_damage(error):
+                raise
+            fail(damage_line(ctx.ensure_object(Env).settings.db_path, error))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -377,6 +389,7 @@ main.add_command(init)
 main.add_command(doctor)
 main.add_command(kohya)
 main.add_command(web)
+main.add_command(db)
 
 if __name__ == "__main__":
     main()

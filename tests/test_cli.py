@@ -220,3 +220,15 @@ def test_a_folder_lorad_cannot_create_is_one_clear_line_not_a_traceback(tmp_path
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr
     assert f"cannot use {blocker / 'outbox'}: Not a directory" in lines[0]
+
+
+def test_prepare_refuses_a_model_the_daemon_does_not_know_as_the_daemon_does(tmp_path, config):
+    """Same verdict, same message as the daemon's prepare stage (load_subject)."""
+    make_photos(tmp_path / "alice", 3)
+    (tmp_path / "alice" / "lora.toml").write_text('model = "nonesuch"\n')
+    result = lorad(config(), "prepare", str(tmp_path / "alice"), "--out", str(tmp_path / "o"),
+                   "--no-caption", check=False)
+    assert result.returncode == 1
+    assert ("alice/lora.toml: model 'nonesuch' is not a base model of this daemon (known: "
+            in " ".join(result.stderr.split()))
+    assert not (tmp_path / "o").exists()

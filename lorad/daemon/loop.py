@@ -244,7 +244,12 @@ class Daemon:
             # A claim from another filesystem copies inside this step: it pings the watchdog.
             job_ids = claim.claim_all(ctx, ready, heartbeat=self.sd.watchdog)
             for folder, job_id in zip(ready, job_ids, strict=True):
-                if job_id is not None:
+                if job_id is None:
+                    continue
+                job = ctx.store.get(job_id)
+                if job.state == "rejected":  # a folder that no claim could ever take
+                    announce(ctx, job, "rejected")
+                else:
                     for_job(job_id).info("%s arrived", folder.name)
         if time.monotonic() >= self.next_request_scan:
             self._scan_requests()

@@ -10,8 +10,7 @@ reason strings that say why a file is skipped or refused. `pair_captions` and
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,7 +19,10 @@ from lorad.captioning.text import apply_prefix
 from lorad.dataset.formats import IMAGE_EXTENSIONS
 from lorad.dataset.image import ImageVerdict
 from lorad.inbox.junk import is_junk, is_junk_dir
+from lorad.inbox.shape import FolderTooLarge, limit_problem, within_depth
 from lorad.subject import SUBJECT_FILE
+from lorad.system.fsutil import file_hash
+from lorad.system.walk import Found, walk
 
 # lorad's own files in a subject folder: never photos, never reported (a refused folder comes
 # back from failed/ with error.txt, or lorad-error.txt, and lorad-report.json in it).
@@ -65,44 +67,50 @@ def shown(rel: str) -> str:
 
 
 def list_source(source: Path, ignore: Iterable[str] = ()) -> list[Entry]:
-    """Every file under `source` that matters, classified, sorted by relative path."""
-    entries = _scan(source, source, source.resolve(), tuple(ignore))
+    """Every file under `source` that matters, classified, sorted by relative path.
+
+    Raises FolderTooLarge when the folder crosses a limit of lorad.inbox.shape."""
+    source, ignore = Path(source), tuple(ignore)
+    root = source.resolve()
+    entries = []
+    for count, found in enumerate(walk(source, lambda found: _entered(found, ignore)), start=1):
+        problem = limit_problem(found, count)
+        if problem is not None:
+            raise FolderTooLarge(f"{source.name} cannot be used: {problem}")
+        entry = _entry(found, root, ignore)
+        if entry is not None:
+            entries.append(entry)
     return sorted(entries, key=lambda entry: entry.rel)
 
 
-def _scan(folder: Path, source: Path, root: Path, ignore: tuple[str, ...]) -> Iterator[Entry]:
-    try:
-        with os.scandir(folder) as listing:
-            items = list(listing)
-    except OSError as error:
-        if folder == source:
-            raise
-        rel = folder.relative_to(source).as_posix() + "/"
-        yield Entry(rel, folder, "refused", f"is a folder that cannot be read ({error.strerror})")
-        return
-    for item in items:
-        path = Path(item.path)
-        rel = path.relative_to(source).as_posix()
-        if not item.is_dir(follow_symlinks=False):
-            entry = _classify(item, path, rel, root, ignore)
-            if entry is not None:
-                yield entry
-        elif item.name.startswith(".") or is_junk_dir(item.name) or is_junk(item.name, ignore):
-            yield Entry(rel + "/", path, "ignored", SKIPPED_FOLDER)
-        else:
-            yield from _scan(path, source, root, ignore)
+def _entered(found: Found, ignore: tuple[str, ...]) -> bool:
+    name = found.path.name
+    skipped = name.startswith(".") or is_junk_dir(name) or is_junk(name, ignore)
+    return within_depth(found) and not skipped
+
+
+def _entry(found: Found, root: Path, ignore: tuple[str, ...]) -> Entry | None:
+    if found.kind == "unreadable":
+        why = found.error.strerror if found.error else "unknown"
+        return Entry(found.rel + "/", found.path, "refused",
+                     f"is a folder that cannot be read ({why})")
+    if found.kind != "dir":
+        return _classify(found, found.path, found.rel, root, ignore)
+    if not _entered(found, ignore):
+        return Entry(found.rel + "/", found.path, "ignored", SKIPPED_FOLDER)
+    return None
 
 
 def _classify(
-    item: os.DirEntry, path: Path, rel: str, root: Path, ignore: tuple[str, ...]
+    item: Found, path: Path, rel: str, root: Path, ignore: tuple[str, ...]
 ) -> Entry | None:
-    name = item.name
+    name = item.path.name
     if name.lower() in CONTROL_FILES:
         return None
     if name.startswith(".") or is_junk(name, ignore):
         return Entry(rel, path, "ignored", SKIPPED_FILE)
     kind = _kind(name)
-    if item.is_symlink():
+    if item.kind == "link":
         try:
             path = path.resolve(strict=True)
         except (OSError, RuntimeError):
@@ -197,6 +205,5 @@ def content_fingerprint(source: Path, ignore: Iterable[str] = ()) -> str:
     digests = []
     for entry in list_source(Path(source), ignore):
         if entry.status == "image":
-            with entry.path.open("rb") as file:
-                digests.append(hashlib.file_digest(file, "sha256").hexdigest())
+            digests.append(file_hash(entry.path))
     return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()

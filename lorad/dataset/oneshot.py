@@ -11,34 +11,35 @@ from lorad.dataset.layout import write_zip
 from lorad.dataset.options import PrepareOptions
 from lorad.dataset.prepare import prepare_dataset
 from lorad.dataset.report import PrepareResult
-from lorad.settings import CaptionSettings, ConfigError, PrepareSettings, find_config, load_settings
-from lorad.subject import SubjectError, fill_token, read_subject_file
+from lorad.inbox.shape import FolderTooLarge, check_shape
+from lorad.settings import CaptionSettings, ConfigError, Settings, load_settings
+from lorad.subject import SubjectError, load_subject
 
 
 class OneShotError(Exception):
     pass
 
 
-def _settings(config: Path | None) -> tuple[PrepareSettings, CaptionSettings, list[str]]:
-    """The [prepare] and [caption] tables of a configuration if there is one, else defaults."""
+def _settings(config: Path | None) -> Settings:
+    """The daemon's configuration if there is one, else its defaults (no [models] table: any
+    model name is accepted, as the daemon does on a first start)."""
     try:
-        if find_config(config) is None:
-            return PrepareSettings(), CaptionSettings(), []
-        settings = load_settings(config)
+        return load_settings(config)
     except ConfigError as error:
         raise OneShotError(str(error)) from None
-    return settings.prepare, settings.caption, list(settings.watch.ignore)
 
 
 def prepare_folder(config: Path | None, subject_dir: Path, out: Path, *, token: str | None,
                    caption: bool, make_zip: bool, echo: Callable[[str], None]) -> PrepareResult:
-    prepare_settings, caption_settings, ignore = _settings(config)
-    try:
-        subject = read_subject_file(subject_dir)
+    settings = _settings(config)
+    prepare_settings, caption_settings = settings.prepare, settings.caption
+    ignore = list(settings.watch.ignore)
+    try:  # the daemon's own checks, and its messages: the token, the model, the folder's shape
+        check_shape(subject_dir, subject_dir.resolve().name)
+        subject = load_subject(subject_dir, settings, name=subject_dir.resolve().name)
         if token is not None:
             subject = subject.model_validate({**subject.model_dump(), "token": token})
-        fill_token(subject, subject_dir.resolve().name, subject_dir / "lora.toml")
-    except (SubjectError, ValueError) as error:
+    except (FolderTooLarge, SubjectError, ValueError) as error:
         raise OneShotError(str(error)) from None
     assert subject.token
     if out.resolve() == subject_dir.resolve() or subject_dir.resolve() in out.resolve().parents:

@@ -14,6 +14,7 @@ from lorad.dataset.child import PrepareFailed, run_preparer
 from lorad.dataset.protocol import PrepareRequest
 from lorad.delivery.outbox import take_folder
 from lorad.errors import Rejected, StageFailed
+from lorad.inbox.shape import FolderTooLarge, check_shape
 from lorad.likeness.protocol import faces_installed
 from lorad.store import Job
 from lorad.subject import SubjectError, load_subject, read_subject_file
@@ -25,8 +26,9 @@ def run(ctx: Context, job: Job) -> None:
     settings, store = ctx.settings, ctx.store
     paths = ctx.paths(job)
     try:
+        check_shape(paths.source, job.name)
         subject = load_subject(paths.source, settings, name=job.name)
-    except SubjectError as error:
+    except (FolderTooLarge, SubjectError) as error:
         raise Rejected(str(error)) from None
     assert subject.token and subject.model
     store.update(job.id, settings=subject.model_dump(mode="json"), token=subject.token,

@@ -6,8 +6,8 @@ check moves an empty temporary folder out of the inbox and back), and nothing is
 test notification is asked for. Checks are generators so that the command prints
 each line as soon as it is known (starting Kohya's trainer takes a while).
 
-The checks live in one module per kind of finding (folders, watching, disk, kohya, models, blip,
-gpus, cluster, notifications); this module holds their order.
+The checks live in one module per kind of finding (folders, watching, disk, database, kohya,
+models, blip, gpus, cluster, notifications); this module holds their order.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from lorad.doctor.blip import blip
 from lorad.doctor.check import FAIL, OK, Check
 from lorad.doctor.cluster import cluster
+from lorad.doctor.database import database
 from lorad.doctor.disk import disk_space
 from lorad.doctor.folders import folders
 from lorad.doctor.gpus import cpu_training, gpus, uvm_device
@@ -48,6 +49,7 @@ def run_checks(config_path: Path | None, *, send_test: bool = False) -> Iterator
     yield from folders(settings)
     yield from watching(settings)
     yield from disk_space(settings)
+    yield database(settings)
     yield from kohya(settings)
     yield from presets(settings)
     yield from models(settings)

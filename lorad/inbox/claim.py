@@ -12,22 +12,24 @@ name for a new drop), then copied, verified, renamed into place, and only then r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from lorad.context import Context
+from lorad.inbox.refuse import refuse_claim
+from lorad.inbox.shape import FolderTooLarge, check_shape
 from lorad.store import Job
 from lorad.system.fsutil import (
     DiskFull,
     copy_tree_verified,
     fsync_dir,
-    remove_tree,
     unique_path,
 )
 from lorad.system.logs import for_job, log
+from lorad.system.walk import remove_tree
 from lorad.workspace import JobPaths
 
 CLAIM_PREFIX = ".lorad-claim-"
@@ -58,8 +60,9 @@ def _take(folder: Path, paths: JobPaths, job_id: int, heartbeat: Heartbeat = _no
     parked = parked_path(folder, job_id)
     os.rename(folder, parked)
     fsync_dir(folder.parent)
+    check_shape(parked, folder.name, regular_only=True)  # what a copy can never take
     if paths.source_partial.exists():
-        shutil.rmtree(paths.source_partial)
+        remove_tree(paths.source_partial)
     copy_tree_verified(parked, paths.source_partial, heartbeat=heartbeat)
     os.rename(paths.source_partial, paths.source)
     fsync_dir(paths.root)
@@ -79,7 +82,9 @@ def _remove_parked(parked: Path) -> None:
 def claim_all(ctx: Context, folders: list[Path], heartbeat: Heartbeat = _no_heartbeat
               ) -> list[int | None]:
     """Claim settled folders: for each, its job id, or None if it could not be taken (it stays
-    in the inbox, and the watcher offers it again after its next rescan).
+    in the inbox, and the watcher offers it again after its next rescan). A folder that a copy
+    from another filesystem can never take (lorad.inbox.shape) is refused: its job id is given,
+    and that job is already rejected.
 
     heartbeat() is called between folders and, when a folder is copied from another
     filesystem, between its files: the daemon passes its systemd watchdog ping, so that a long
@@ -94,26 +99,39 @@ def claim_all(ctx: Context, folders: list[Path], heartbeat: Heartbeat = _no_hear
         return []
     job_ids = _claiming_rows(ctx, folders)
     taken: list[tuple[int, JobPaths]] = []
+    refused: set[int] = set()
     for folder, job_id in zip(folders, job_ids, strict=True):
         heartbeat()
         paths = JobPaths(ctx.settings.job_dir(job_id), None)
-        if _move_in(ctx, folder, paths, job_id, heartbeat):
+        moved = _move_in(ctx, folder, paths, job_id, heartbeat)
+        if moved is True:
             taken.append((job_id, paths))
+        elif moved is None:
+            refused.add(job_id)
     _sync_dirs([paths.root for _, paths in taken] + sorted({f.parent for f in folders}))
     _finish_claims(ctx, taken)
-    done = {job_id for job_id, _ in taken}
+    done = {job_id for job_id, _ in taken} | refused
     return [job_id if job_id in done else None for job_id in job_ids]
 
 
 def _move_in(ctx: Context, folder: Path, paths: JobPaths, job_id: int,
-             heartbeat: Heartbeat) -> bool:
-    """Move one claimed folder into its job's work folder; undo the claim if it cannot be."""
+             heartbeat: Heartbeat) -> bool | None:
+    """Move one claimed folder into its job's work folder (True); undo the claim if it cannot
+    be now (False), refuse it if it never can be (None)."""
     ours = False  # whether paths.root is the folder this claim made
     try:
         _set_aside_stale(paths.root)
         paths.root.mkdir(parents=True)
         ours = True
         _take(folder, paths, job_id, heartbeat)
+    except FolderTooLarge as error:  # never taken: refused now, not tried again forever
+        try:
+            remove_tree(paths.root)
+            refuse_claim(ctx, job_id, folder, parked_path(folder, job_id), str(error))
+        except OSError as why:  # the job is rejected: recover_rejections finishes at the start
+            log.error("refused %s (%s), but could not move it (%s); lorad tries again at its "
+                      "next start", folder, error, why)
+        return None
     except OSError as error:
         if ours and paths.source.exists():
             # The folder did move (a later step failed): the job has it, so keep the job.
@@ -196,7 +214,8 @@ def _put_back(folder: Path, job_id: int, root: Path | None) -> None:
         os.rename(parked, back)
         fsync_dir(back.parent)
     if root is not None:
-        shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(root)
 
 
 def _interrupted_claims(ctx: Context) -> list[Job]:

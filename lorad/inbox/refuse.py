@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from pathlib import Path
 
 from lorad.context import Context
@@ -19,13 +18,14 @@ from lorad.system.fsutil import (
     atomic_write_text,
     copy_tree_verified,
     fsync_dir,
-    remove_tree,
     unique_path,
 )
 from lorad.system.logs import for_job, log
+from lorad.system.walk import remove_tree
 
 ERROR_FILE = "error.txt"
 REPORT_FILE = "lorad-report.json"  # the work area's report.json, beside error.txt
+REFUSED_PREFIX = ".lorad-refused-"  # a refused folder left in the inbox, hidden
 
 
 def _move_tree(source: Path, target: Path, partial: Path) -> None:
@@ -36,7 +36,7 @@ def _move_tree(source: Path, target: Path, partial: Path) -> None:
         if error.errno != errno.EXDEV:
             raise
         if partial.exists():
-            shutil.rmtree(partial)
+            remove_tree(partial)
         copy_tree_verified(source, partial)
         os.rename(partial, target)
         fsync_dir(target.parent)
@@ -118,8 +118,51 @@ def hand_to_failed(ctx: Context, job: Job) -> Path | None:
     return target
 
 
+def refuse_claim(ctx: Context, job_id: int, folder: Path, parked: Path, message: str) -> None:
+    """A folder that a claim from another filesystem can never take (lorad.inbox.shape says
+    why): its job is rejected, and the folder, parked in the inbox, is never copied.
+
+    It goes to failed/<name>/ in one rename where failed/ is on the inbox's filesystem, else
+    it stays in the inbox as `.lorad-refused-<job id>` (hidden: never taken again); either way
+    failed/<name>.error.txt says what was wrong and where the folder is."""
+    target = unique_path(ctx.settings.failed_dir / folder.name)
+    store = ctx.store
+    with store.transaction():
+        store.end(job_id, "rejected", message)
+        store.event(job_id, message, level="error")
+        store.update(job_id, options={"failed_path": str(target), "parked": str(parked)})
+    for_job(job_id).warning("refused: %s", message)
+    place_refused_claim(ctx, store.get(job_id))
+
+
+def place_refused_claim(ctx: Context, job: Job) -> None:
+    """Move a refused claim's parked folder to failed/ by rename, else aside in the inbox."""
+    parked, target = Path(job.options["parked"]), Path(job.options["failed_path"])
+    if not parked.is_dir():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(parked, target)
+        where = f"The folder is beside this file: {target.name}/."
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        target = parked.with_name(f"{REFUSED_PREFIX}{job.id}")
+        os.rename(parked, target)
+        where = (f"failed/ is on another disk than the inbox, so the folder was left in the "
+                 f"inbox, hidden, as {target}: move it out of there to fix it.")
+    fsync_dir(parked.parent)
+    ctx.store.update(job.id, options={"failed_path": str(target)})
+    note = ctx.settings.failed_dir / f"{Path(job.options['failed_path']).name}.{ERROR_FILE}"
+    atomic_write_text(note, f"lorad: job {job.id} could not take {job.name}.\n\n{job.error}"
+                            f"\n\n{where}\n")
+
+
 def recover_rejections(ctx: Context) -> None:
-    """Finish moving rejected folders that a crash left in the work area."""
+    """Finish moving rejected folders that a crash left in the work area or parked in the
+    inbox."""
     for job in ctx.store.jobs(("rejected",)):
         if job.source_dir and Path(job.source_dir).exists():
             hand_to_failed(ctx, job)
+        elif job.options.get("parked"):
+            place_refused_claim(ctx, job)

@@ -9,9 +9,12 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from lorad.system.walk import walk
 
 TEMP_PREFIX = ".lorad-tmp-"
 
@@ -125,20 +128,28 @@ def same_file(a: Path, b: Path) -> bool:
     return sa.st_size == sb.st_size and file_hash(a) == file_hash(b)
 
 
+class NotRegularFile(OSError):
+    """A file that is not a regular file (a pipe, socket or device): never read, never copied."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.EINVAL, "is not a regular file (a pipe, socket or device)",
+                         str(path))
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """path opened for reading, if it is a regular file (not a link, a pipe, a socket or a
+    device): opening never blocks and reads nothing but the file's bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile(path)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def walk_files(root: Path) -> Iterator[Path]:
-    """Every file below root, not following symbolic links to folders."""
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            yield Path(folder) / name
+    with open_regular(path) as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def tree_manifest(root: Path, heartbeat: Callable[[], None] | None = None
@@ -146,46 +157,68 @@ def tree_manifest(root: Path, heartbeat: Callable[[], None] | None = None
     """Relative path -> (size, sha256) of every regular file below root; heartbeat() is called
     after each file is read."""
     manifest = {}
-    for path in walk_files(root):
-        if path.is_symlink() or not path.is_file():
+    for found in walk(root):
+        if found.kind != "file":
             continue
-        manifest[str(path.relative_to(root))] = (path.stat().st_size, file_hash(path))
+        manifest[found.rel] = (found.path.stat(follow_symlinks=False).st_size,
+                               file_hash(found.path))
         if heartbeat:
             heartbeat()
     return manifest
+
+
+def _copy_regular(source: Path, target: Path) -> None:
+    with open_regular(source) as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    shutil.copystat(source, target)
+
+
+def _copy_entries(source: Path, target: Path, beat: Callable[[], None]) -> list[Path]:
+    """Copy what is below source into the new folder target; the regular files copied."""
+    target.mkdir()
+    files, folders = [], [(source, target)]
+    for found in walk(source):
+        dest = target / found.rel
+        if found.kind == "dir":
+            dest.mkdir()
+            folders.append((found.path, dest))
+        elif found.kind == "link":
+            os.symlink(os.readlink(found.path), dest)
+        elif found.kind == "file":
+            _copy_regular(found.path, dest)
+            files.append(dest)
+            beat()
+        elif found.kind == "special":
+            raise NotRegularFile(found.path)
+        else:
+            raise found.error or OSError(f"cannot read {found.path}")
+    for folder, dest in reversed(folders):  # after their contents, which change the times
+        shutil.copystat(folder, dest)
+    return files
 
 
 def copy_tree_verified(source: Path, target: Path,
                        heartbeat: Callable[[], None] | None = None) -> None:
     """Copy a folder (links kept as links), then check every file arrived byte for byte.
 
+    Only regular files are read: a pipe, socket or device raises NotRegularFile. Any depth.
     heartbeat() is called after each file is copied, read back or synced: a caller that must
     show it is alive (the daemon's systemd watchdog) keeps doing so through a long copy.
     """
     beat = heartbeat or (lambda: None)
-
-    def copy_file(src: str, dst: str) -> object:
-        copied = shutil.copy2(src, dst)
-        beat()
-        return copied
-
     try:
-        shutil.copytree(source, target, symlinks=True, copy_function=copy_file)
-    except shutil.Error as error:  # one (source, target, reason) per file that failed
-        reasons = [str(item[-1]) for item in error.args[0] if isinstance(item, tuple)]
-        if any(FULL_DISK_TEXT.search(why) for why in reasons):
-            raise disk_full(target.parent) from error
-        raise OSError(f"copying {source} to {target} failed: {error}") from error
+        files = _copy_entries(source, target, beat)
+    except NotRegularFile:
+        raise
     except OSError as error:
         _raise_disk_full(error, target)
         raise
     if tree_manifest(source, beat) != tree_manifest(target, beat):
         raise OSError(f"copy of {source} to {target} does not match the original")
-    for path in walk_files(target):
-        if path.is_file() and not path.is_symlink():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-            beat()
+    for path in files:
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        beat()
     fsync_dir(target.parent)
 
 
@@ -193,18 +226,19 @@ def remove_stale_temps(root: Path) -> list[Path]:
     """Delete the temporary files (TEMP_PREFIX + pid) below root that a killed process left:
     those of this process (a daemon that starts has written none yet, whatever pid it had
     before) and of processes that are gone. Another running lorad's are left alone."""
-    removed = []
-    for folder, _, files in os.walk(root):
-        for name in files:
-            if not name.startswith(TEMP_PREFIX):
-                continue
-            pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
-            if pid.isdigit() and 0 < int(pid) != os.getpid() and _running(int(pid)):
-                continue
-            path = Path(folder) / name
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed.append(path)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for found in walk(root):
+        name = found.path.name
+        if found.kind in ("dir", "unreadable") or not name.startswith(TEMP_PREFIX):
+            continue
+        pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and 0 < int(pid) != os.getpid() and _running(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            found.path.unlink()
+            removed.append(found.path)
     return removed
 
 
@@ -228,11 +262,3 @@ def unique_path(path: Path) -> Path:
         if not candidate.exists() and not candidate.is_symlink():
             return candidate
         n += 1
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a file, a link (never its target) or a whole folder."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    else:
-        shutil.rmtree(path)
