@@ -13,7 +13,7 @@ from lorad.captioning.text import (
     prefix_only,
     write_caption,
 )
-from lorad.settings import DEFAULT_CAPTION_REMOVE
+from lorad.sections import DEFAULT_CAPTION_REMOVE
 
 DEFAULTS = compile_phrases(DEFAULT_CAPTION_REMOVE)
 
