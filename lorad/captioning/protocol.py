@@ -26,27 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
+
+from lorad.system.jsonchild import Message, read_event
 
 Emit = Callable[..., None]  # lorad.system.jsonchild.Protocol.emit: (event, **fields)
-
-
-class Message(BaseModel):
-    """A message of this protocol, as JSON."""
-
-    @classmethod
-    def read(cls, data: Any) -> Self:
-        """`data` as this message; ValueError (one line) when it does not fit."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(map(str, item['loc'])) or 'message'}: {item['msg']}"
-                for item in error.errors(include_url=False)
-            )
-            raise ValueError(f"unusable {cls.__name__}: {problems}") from None
 
 
 class Generation(Message):
@@ -124,5 +110,4 @@ EVENTS: dict[str, type[Event]] = {
 
 def parse_event(data: dict[str, Any]) -> Event | None:
     """The event a line of the child holds; None for a kind this side does not know."""
-    kind = EVENTS.get(str(data.get("event")))
-    return None if kind is None else kind.read(data)
+    return read_event(EVENTS, data)

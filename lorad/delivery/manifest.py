@@ -17,7 +17,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -143,23 +143,19 @@ def write(folder: Path, manifest: Manifest) -> None:
 @contextmanager
 def updating(folder: Path) -> Iterator[Manifest]:
     """The folder's manifest, read under a lock on the folder itself (no lock file) and written
-    back when the block ends without an error: the daemon's training threads, its deliveries and
-    a person's `lorad pick` never lose each other's changes."""
+    back when the block ends without an error and something changed: the daemon's training
+    threads, its deliveries and a person's `lorad pick` never lose each other's changes."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         manifest = read(folder)
+        before = manifest.model_dump(mode="json")
         yield manifest
-        write(folder, manifest)
+        if manifest.model_dump(mode="json") != before or not (folder / MANIFEST).exists():
+            write(folder, manifest)  # unchanged: not rewritten (a look twice a second)
     finally:
         os.close(fd)  # releases the lock
-
-
-def update(folder: Path, change: Callable[[Manifest], Any]) -> Manifest:
-    with updating(folder) as manifest:
-        change(manifest)
-    return manifest
 
 
 def _from_format_1(folder: Path, data: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,9 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
+
+from pydantic import BaseModel, ValidationError
 
 from lorad.system.groups import stop_group
 
@@ -141,3 +143,27 @@ class Protocol:
     def emit(self, event: str, **fields: Any) -> None:
         self.out.write(json.dumps({"event": event, **fields}, default=str) + "\n")
         self.out.flush()
+
+
+class Message(BaseModel):
+    """A request or an event of a child's protocol (one pydantic model per kind, defined once
+    for both sides), as JSON."""
+
+    @classmethod
+    def read(cls, data: Any) -> Self:
+        """`data` as this message; ValueError (one line) when it does not fit."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, item['loc'])) or 'message'}: {item['msg']}"
+                for item in error.errors(include_url=False)
+            )
+            raise ValueError(f"unusable {cls.__name__}: {problems}") from None
+
+
+def read_event(events: dict[str, type[Message]], data: dict[str, Any]) -> Message | None:
+    """The event a line of a child holds (`events` by their "event" name); None for a kind this
+    side does not know, ValueError (one line) for a known kind that does not fit."""
+    kind = events.get(str(data.get("event")))
+    return None if kind is None else kind.read(data)
