@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorad.captioning.protocol import (
-    Emit,
     Fatal,
     Generation,
     Job,
@@ -42,7 +41,7 @@ from lorad.captioning.text import (
     compile_phrases,
     write_caption,
 )
-from lorad.system.jsonchild import Protocol
+from lorad.system.jsonchild import Emit, Protocol
 
 if TYPE_CHECKING:
     import torch

@@ -24,15 +24,12 @@ ValueError of one line that names the fields at fault. Only pydantic is imported
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from lorad.system.jsonchild import Message, read_event
-
-Emit = Callable[..., None]  # lorad.system.jsonchild.Protocol.emit: (event, **fields)
+from lorad.system.jsonchild import Event, Message, read_event
 
 
 class Generation(Message):
@@ -60,14 +57,6 @@ class Request(Message):
     generation: Generation
     remove: list[str]
     jobs: list[Job]
-
-
-class Event(Message):
-    event: str
-
-    def send(self, emit: Emit) -> None:
-        """Write this event through the child's emit."""
-        emit(**self.model_dump(mode="json"))
 
 
 class Loaded(Event):

@@ -11,15 +11,12 @@ Only pydantic and the settings are imported here: the daemon never loads the ima
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from lorad.dataset.options import PrepareOptions
 from lorad.settings import PrepareSettings
-from lorad.system.jsonchild import Message, read_event
-
-Emit = Callable[..., None]  # lorad.system.jsonchild.Protocol.emit: (event, **fields)
+from lorad.system.jsonchild import Event, Message, read_event
 
 
 class PrepareRequest(Message):
@@ -53,14 +50,6 @@ class Prepared(Message):
     report_path: Path
     sheet_path: Path
     fingerprint: str  # the photos' content: lorad.dataset.listing.content_fingerprint
-
-
-class Event(Message):
-    event: str
-
-    def send(self, emit: Emit) -> None:
-        """Write this event through the child's emit."""
-        emit(**self.model_dump(mode="json"))
 
 
 class Progress(Event):

@@ -20,7 +20,6 @@ from typing import Any
 from lorad.likeness.protocol import (
     DESCRIPTOR,
     LANDMARKS,
-    Emit,
     Face,
     Fatal,
     Image,
@@ -28,7 +27,7 @@ from lorad.likeness.protocol import (
     Request,
     models_folder,
 )
-from lorad.system.jsonchild import Protocol
+from lorad.system.jsonchild import Emit, Protocol
 
 FATAL_EXIT = 2
 SIDE = 640  # images are scaled to this long side before detection (HOG finds faces of ~80 px up)

