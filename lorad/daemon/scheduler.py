@@ -15,7 +15,7 @@ from typing import Any
 from lorad.captioning import stage as caption
 from lorad.context import Context
 from lorad.daemon.outcome import conclude
-from lorad.daemon.readiness import Readiness
+from lorad.daemon.readiness import Readiness, assess
 from lorad.dataset import stage as prepare
 from lorad.delivery import stage as deliver
 from lorad.store import Job
@@ -41,7 +41,9 @@ class Scheduler:
         self.cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lorad-cpu")
         self.cpu_work: set[Future] = set()
         # Whether trainings can start, and why not: set by the loop at start and every reload.
-        self.readiness = Readiness()
+        # Whether trainings can start (Kohya, the base models); the loop decides it again at
+        # every reload.
+        self.readiness: Readiness = assess(ctx.settings)
 
     # ---- what runs now -------------------------------------------------------------------
     def dispatch(self) -> None:
