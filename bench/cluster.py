@@ -14,7 +14,7 @@ started and exited. This prints:
   end of the run (the last files coming back), against the target of under 2 s;
 - the bytes shipped per job, both ways.
 
-    python bench/cluster.py [--jobs 9] [--epochs 2] [--epoch-seconds 2]
+    python bench/cluster.py [--jobs 9] [--epochs 2] [--epoch-seconds 6]
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--epoch-seconds", type=float, default=2.0)
+    parser.add_argument("--epoch-seconds", type=float, default=6.0)
     args = parser.parse_args()
     os.environ.pop("FAKE_SD_SCRIPTS", None)
     results = {}
