@@ -83,3 +83,16 @@ class DaemonProcess:
 def all_final(count: int) -> Any:
     final = ("done", "failed", "rejected", "cancelled")
     return lambda jobs: len(jobs) >= count and all(j["state"] in final for j in jobs)
+
+
+def wait_until(condition: Any, what: str, daemon: DaemonProcess | None = None,
+               timeout: float = 60) -> None:
+    """Poll `condition` until it holds (an event, never a time): an AssertionError naming `what`
+    after `timeout` seconds, or at once when `daemon` has exited (with its output)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if daemon is not None:
+            assert daemon.proc is not None and daemon.proc.poll() is None, daemon.output()[-4000:]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}" + (
+            f"\n{daemon.output()[-4000:]}" if daemon is not None else "")
+        time.sleep(0.05)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, all_final, lorad
+from tests.daemon_process import DaemonProcess, all_final, lorad, wait_until
 from tests.jobs import trainer_runs
 from tests.photos import make_photos
 
@@ -59,13 +58,6 @@ def drop(tmp_path: Path, name: str) -> dict[str, bytes]:
     (source / "lora.toml").write_text("epochs = 4\n")
     shutil.copytree(source, tmp_path / "inbox" / name)
     return {path.name: path.read_bytes() for path in source.iterdir()}
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_a_full_work_disk_fails_the_training_keeps_its_epochs_and_retry_finishes_it(

@@ -7,11 +7,10 @@ import os
 import re
 import shutil
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.daemon_process import DaemonProcess, all_final, lorad, status
+from tests.daemon_process import DaemonProcess, all_final, lorad, status, wait_until
 from tests.notify_socket import NotifySocket
 from tests.photos import make_photos
 
@@ -23,14 +22,6 @@ def drop(tmp_path: Path, name: str, lora_toml: str = "", inbox: str = "inbox") -
     if lora_toml:
         (source / "lora.toml").write_text(lora_toml)
     shutil.copytree(source, tmp_path / inbox / name)
-
-
-def wait_until(condition: Any, what: str, daemon: DaemonProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.output()[-4000:]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{daemon.output()}"
-        time.sleep(0.1)
 
 
 def trainer_runs(control: Path) -> list[dict[str, Any]]:

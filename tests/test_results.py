@@ -19,7 +19,7 @@ from lorad.delivery.manifest import EpochEntry, Final, Manifest
 from lorad.delivery.publish import SHEET, SHEET_ALL, draw_sheets
 from lorad.system.fsutil import file_hash
 from lorad.system.safetensors import read_header
-from tests.daemon_process import DaemonProcess, all_final
+from tests.daemon_process import DaemonProcess, all_final, wait_until
 from tests.jobs import arg, context, prepared_job, trainer_runs
 from tests.photos import make_photos
 from tests.test_followup import train_and_deliver
@@ -28,13 +28,6 @@ from tests.test_followup import train_and_deliver
 def final_bytes_are_epoch(folder: Path, token: str, epoch: int) -> bool:
     return file_hash(folder / f"{token}.safetensors") == file_hash(
         folder / f"{token}-{epoch:06d}.safetensors")
-
-
-def wait_until(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # ---- epochs as they are saved -----------------------------------------------------------------

@@ -209,9 +209,9 @@ def _label(key: tuple[int, int], m: Manifest, final: int | None) -> str:
     if entry and entry.steps:
         label += f" · step {entry.steps}"
     if epoch == final and m.final:
-        label += " ★ FINAL" + (" (picked)" if m.final.how == "picked" else "")
+        label += " · FINAL, the LoRA" + (" (picked)" if m.final.how == "picked" else "")
     if entry and entry.samples_note:
-        label += f" — {entry.samples_note}"
+        label += f"; {entry.samples_note}"
     if entry and entry.likeness:  # [score]: "likeness 0.38, faces 4/4"
         label += f" · {entry.likeness.label()}"
     return label
