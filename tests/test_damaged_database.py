@@ -4,6 +4,7 @@ documented recovery that keeps the damaged file and touches nothing else."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from lorad.doctor.database import database
 from lorad.settings import load_settings
 from lorad.store import Store
-from lorad.store.damage import quick_check
+from lorad.store.damage import quick_check, replay
 from lorad.system.pidlock import PidLock
 from tests.daemon_process import lorad
 from tests.jobs import context
@@ -79,3 +80,14 @@ def test_db_recover_stops_while_the_daemon_runs(damaged):
         lock.release()
     assert result.returncode == 1 and "already running" in result.stderr
     assert not list(db.parent.glob("lorad.db.damaged-*"))
+
+
+def test_a_row_the_recovery_found_twice_is_kept_once_and_the_rest_goes_on(tmp_path):
+    """`.recover` can find a row in two pages; the rebuild keeps one copy instead of failing."""
+    conn = sqlite3.connect(tmp_path / "new.db", isolation_level=None)
+    script = ("BEGIN TRANSACTION;\nCREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);\n"
+              "INSERT INTO t VALUES(1,'a');\nINSERT INTO t VALUES(1,'a');\n"
+              "INSERT INTO t VALUES(2,'b;\nc');\nCOMMIT;\n")
+    assert replay(conn, script) == 1
+    assert conn.execute("SELECT id, name FROM t ORDER BY id").fetchall() == [(1, "a"),
+                                                                            (2, "b;\nc")]

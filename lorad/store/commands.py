@@ -38,5 +38,6 @@ def recover(ctx: click.Context) -> None:
     except (AlreadyRunning, ConfigError, OSError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
-    click.echo(f"{settings.db_path} was damaged ({found}); rebuilt with {done.method}; the "
-               f"damaged file is kept as {done.kept}")
+    twice = f" ({done.skipped} rows found twice kept once)" if done.skipped else ""
+    click.echo(f"{settings.db_path} was damaged ({found}); rebuilt with {done.method}{twice}; "
+               f"the damaged file is kept as {done.kept}")

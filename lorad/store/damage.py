@@ -47,6 +47,7 @@ def quick_check(db: Path) -> str | None:
 class Recovered:
     kept: Path  # the damaged file, set aside
     method: str  # "sqlite3 .recover" or "iterdump"
+    skipped: int = 0  # rows the dump held twice (a recovery can find a row in two pages)
 
 
 def _dump(db: Path) -> tuple[str, str]:
@@ -77,9 +78,9 @@ def recover(state_dir: Path, db: Path) -> Recovered:
         kept = db.with_name(f"{db.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
         fresh = db.with_name(f".{db.name}.recovering")
         fresh.unlink(missing_ok=True)
-        conn = sqlite3.connect(fresh)
+        conn = sqlite3.connect(fresh, isolation_level=None)  # the dump's own BEGIN and COMMIT
         try:
-            conn.executescript(script)
+            skipped = replay(conn, script)
         finally:
             conn.close()
         db.rename(kept)
@@ -90,5 +91,23 @@ def recover(state_dir: Path, db: Path) -> Recovered:
         fresh.rename(db)
     finally:
         lock.release()
-    return Recovered(kept, method)
+    return Recovered(kept, method, skipped)
+
+
+def replay(conn: sqlite3.Connection, script: str) -> int:
+    """Run the dump one statement at a time. A statement that breaks a constraint (a row the
+    recovery found twice) is skipped, the others go on; how many were skipped."""
+    skipped, statement = 0, ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if not sqlite3.complete_statement(statement):
+            continue
+        try:
+            conn.execute(statement)
+        except sqlite3.IntegrityError:
+            skipped += 1
+        statement = ""
+    if conn.in_transaction:
+        conn.execute("COMMIT")
+    return skipped
 
