@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lorad.system import gpus
+from lorad.system.safetensors import read_header
 from lorad.training import stage as train
 from tests.jobs import arg, context, prepared_job
 
@@ -61,6 +62,11 @@ def test_auto_precision_without_a_gpu_trains_on_the_cpu(real_config):
     argv = ctx.store.get(job_id).train["runs"][0]["argv"]
     assert arg(argv, "--mixed_precision") == "no"
     assert trained(ctx, job_id) == ["alice-000001.safetensors"]
+    # The real trainer writes the token into the LoRA's metadata, for the UIs that show it.
+    lora = ctx.paths(ctx.store.get(job_id)).epochs / "alice-000001.safetensors"
+    metadata = read_header(lora).table["__metadata__"]
+    assert metadata["modelspec.trigger_phrase"] == "alice"
+    assert metadata["modelspec.title"] == "alice"
 
 
 def test_a_resolution_below_the_presets_min_bucket_trains(real_config):
