@@ -32,6 +32,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from lorad.system.groups import process_alive
+
 RUNTIME_DIR = "/run/systemd/lorad-test-runtime"  # inside the manager's mount namespace
 MANAGER_BINARIES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
 PR_SET_PDEATHSIG = 1
@@ -113,22 +115,12 @@ exec "$MANAGER" --user
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(parent: Path, prefix: str) -> None:
     """Remove what a test run killed with SIGKILL left in `parent`: the folders named
     <prefix><pid>-... of a process that is gone (cgroups, emptied first, or test folders)."""
     for folder in parent.glob(f"{prefix}*-*"):
         pid = folder.name.removeprefix(prefix).split("-", 1)[0]
-        if not pid.isdigit() or alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue
         if (folder / "cgroup.procs").exists():
             UserManager.empty_cgroup(folder)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lorad.system.groups import process_alive
 from lorad.system.walk import walk
 
 TEMP_PREFIX = ".lorad-tmp-"
@@ -234,22 +235,12 @@ def remove_stale_temps(root: Path) -> list[Path]:
         if found.kind in ("dir", "unreadable") or not name.startswith(TEMP_PREFIX):
             continue
         pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and 0 < int(pid) != os.getpid() and _running(int(pid)):
+        if pid.isdigit() and 0 < int(pid) != os.getpid() and process_alive(int(pid)):
             continue
         with contextlib.suppress(FileNotFoundError):
             found.path.unlink()
             removed.append(found.path)
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def unique_path(path: Path) -> Path:

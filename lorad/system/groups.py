@@ -1,6 +1,6 @@
-"""Process groups: whether one is alive, a signal to all of it, and a stop (SIGTERM, then
-SIGKILL after a grace time). Every child lorad starts leads a group of its own, so a stop reaches
-whatever the child started too."""
+"""Processes and process groups: whether one is alive, a signal to a whole group, and a stop
+(SIGTERM, then SIGKILL after a grace time). Every child lorad starts leads a group of its own, so
+a stop reaches whatever the child started too."""
 
 from __future__ import annotations
 
@@ -8,11 +8,22 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still exists."""
+    return _answers(os.killpg, pgid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether the process exists (another user's, which lorad may not signal, counts too)."""
+    return _answers(os.kill, pid)
+
+
+def _answers(send: Callable[[int, int], None], target: int) -> bool:
     try:
-        os.killpg(pgid, 0)
+        send(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
